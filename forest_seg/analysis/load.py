@@ -1,0 +1,348 @@
+"""Experiment directories -> a trials DataFrame and an epochs DataFrame.
+
+An experiment directory written by ``sweeps/*.py`` holds ``results.csv`` (a row per trial) and
+``history.csv`` (a row per trial per epoch). When either is missing (a sweep that crashed before
+writing them) both frames are rebuilt from Ray Tune's per-trial folders: each immediate
+subfolder holding ``params.json`` (the trial's config) and ``result.json`` (JSON lines, one per
+reported epoch).
+
+Conventions:
+
+- Config columns are every column that is not bookkeeping (``trial_id``, ``status``, ``epochs``,
+  ``train_time_s``, ``experiment``) and does not start with ``val_``, ``best_`` or ``train_``.
+  A *configuration* is the values of the config columns other than ``seed``.
+- ``max_epochs`` is the planned number of epochs (the config field ``epochs``); ``epochs`` is the
+  number of epochs a trial reached.
+- Every loaded frame carries an ``experiment`` column (the directory name, made unique when two
+  directories share a name); ``(experiment, trial_id)`` identifies a trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from forest_seg.errors import ForestSegError
+from forest_seg.results import (
+    HISTORY_COLUMNS,
+    HISTORY_FILE,
+    RESULT_TAIL,
+    RESULTS_FILE,
+    trial_summary,
+)
+
+BOOKKEEPING = ("experiment", "trial_id", "status", "epochs", "train_time_s")
+METRIC_PREFIXES = ("val_", "best_", "train_")
+REQUIRED_RESULTS = ("trial_id", "status", "val_miou", "best_val_miou", "epochs")
+REQUIRED_HISTORY = ("trial_id", "epoch")
+# Keys Ray Tune adds to every result row; they are not metrics of ours.
+RAY_KEYS = frozenset({
+    "trial_id", "training_iteration", "config", "done", "time_total_s", "time_this_iter_s",
+    "time_since_restore", "iterations_since_restore", "timesteps_total", "timesteps_since_restore",
+    "episodes_total", "episode_reward_mean", "timestamp", "date", "hostname", "node_ip", "pid",
+    "experiment_id", "experiment_tag", "checkpoint_dir_name", "should_checkpoint", "warmup_time",
+})
+_RAY_TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
+
+
+class ResultsError(ForestSegError):
+    """An experiment directory or results file that cannot be analysed."""
+
+
+# --------------------------------------------------------------------------- column helpers
+def is_config_column(name: str) -> bool:
+    """True for a config column (see the module docstring), False for bookkeeping/metrics."""
+    return name not in BOOKKEEPING and not name.startswith(METRIC_PREFIXES) and not (
+        name.startswith("_")
+    )
+
+
+def config_columns(trials: pd.DataFrame, include_seed: bool = False) -> list[str]:
+    """The config columns of ``trials`` in frame order; ``seed`` only if ``include_seed``."""
+    return [c for c in trials.columns if is_config_column(c) and (include_seed or c != "seed")]
+
+
+def norm_value(value: object) -> object:
+    """A hashable, comparable form of a config value: NaN/None/NA -> None, numpy -> Python."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def varying_columns(trials: pd.DataFrame, columns: Iterable[str] | None = None) -> list[str]:
+    """The config columns (seed excluded) that take more than one value in ``trials``."""
+    cols = config_columns(trials) if columns is None else list(columns)
+    return [c for c in cols if len({norm_value(v) for v in trials[c]}) > 1]
+
+
+def format_value(value: object) -> str:
+    """Short display form of a config value (``None`` for missing, ``1e-04`` style for lr)."""
+    value = norm_value(value)
+    if value is None:
+        return "None"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def config_label(row: pd.Series | dict, columns: Sequence[str]) -> str:
+    """``"points=50, lr=0.0001"``; ``"all trials"`` when ``columns`` is empty."""
+    if not columns:
+        return "all trials"
+    return ", ".join(f"{c}={format_value(row[c])}" for c in columns)
+
+
+def trial_keys(frame: pd.DataFrame) -> list[str]:
+    """The columns identifying a trial: ``experiment`` (when present) and ``trial_id``."""
+    return ["experiment", "trial_id"] if "experiment" in frame.columns else ["trial_id"]
+
+
+# --------------------------------------------------------------------------- normalisation
+def _to_bool(series: pd.Series) -> pd.Series:
+    truthy = {"true", "1", "yes", "1.0"}
+
+    def conv(v: object) -> bool:
+        v = norm_value(v)
+        if v is None:
+            return False
+        if isinstance(v, str):
+            return v.strip().lower() in truthy
+        return bool(v)
+
+    return series.map(conv).astype(bool)
+
+
+def _normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """Canonical column order and dtypes of a trials frame."""
+    trials = trials.copy()
+    trials["trial_id"] = trials["trial_id"].astype(str)
+    trials["status"] = trials["status"].astype(str).str.strip().str.upper()
+    for col in RESULT_TAIL:
+        if col not in trials.columns:
+            trials[col] = np.nan
+        if col != "status":
+            trials[col] = pd.to_numeric(trials[col], errors="coerce").astype(float)
+    trials["epochs"] = trials["epochs"].fillna(0).astype(int)  # no recorded epoch: reached 0
+    config = config_columns(trials, include_seed=True)
+    for col in config:  # a field that is None in every trial (alpha=None): NaN, as read_csv gives
+        if trials[col].isna().all():
+            trials[col] = trials[col].astype(float)
+    head = [c for c in ("experiment", "trial_id") if c in trials.columns]
+    tail = list(RESULT_TAIL)
+    rest = [c for c in trials.columns if c not in head + config + tail]
+    return trials[head + config + tail + rest].reset_index(drop=True)
+
+
+def _normalise_history(history: pd.DataFrame) -> pd.DataFrame:
+    history = history.copy()
+    history["trial_id"] = history["trial_id"].astype(str)
+    history["epoch"] = pd.to_numeric(history["epoch"], errors="coerce").astype(int)
+    for col in history.columns:
+        if col in ("trial_id", "experiment", "epoch"):
+            continue
+        if col == "diverged":
+            history[col] = _to_bool(history[col])
+        else:
+            if pd.api.types.is_bool_dtype(history[col]):
+                continue
+            converted = pd.to_numeric(history[col], errors="coerce")
+            if converted.notna().sum() == history[col].notna().sum():
+                history[col] = converted.astype(float)
+    if "diverged" not in history.columns:
+        history["diverged"] = False
+    known = [c for c in HISTORY_COLUMNS if c in history.columns]
+    head = [c for c in ("experiment",) if c in history.columns]
+    rest = sorted(c for c in history.columns if c not in known + head)
+    keys = [c for c in ("experiment", "trial_id", "epoch") if c in history.columns]
+    history = history[head + known + rest].sort_values(keys, kind="stable")
+    return history.reset_index(drop=True)
+
+
+def _empty_history() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object if c == "trial_id" else float)
+                         for c in HISTORY_COLUMNS})
+
+
+# --------------------------------------------------------------------------- CSV files
+def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype={"trial_id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not a readable CSV file ({exc})") from exc
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ResultsError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected at least "
+            f"{', '.join(required)}"
+        )
+    return frame
+
+
+# --------------------------------------------------------------------------- Ray Tune files
+def _ray_trial_dirs(exp_dir: Path) -> list[Path]:
+    return sorted(
+        p for p in exp_dir.iterdir()
+        if p.is_dir() and ((p / "params.json").is_file() or (p / "result.json").is_file())
+    )
+
+
+def _read_json_lines(path: Path) -> list[dict]:
+    """The parsable rows of a JSON-lines file; a truncated line (crash mid-write) is skipped."""
+    rows = []
+    if not path.is_file():
+        return rows
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _ray_trial(trial_dir: Path) -> tuple[dict, list[dict]]:
+    """One Ray trial folder -> (results row, history rows)."""
+    params: dict = {}
+    params_path = trial_dir / "params.json"
+    if params_path.is_file():
+        try:
+            params = json.loads(params_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ResultsError(f"{params_path}: not valid JSON ({exc})") from exc
+    rows = _read_json_lines(trial_dir / "result.json")
+    if not params and rows and isinstance(rows[0].get("config"), dict):
+        params = rows[0]["config"]
+
+    trial_id = next((str(r["trial_id"]) for r in rows if r.get("trial_id") is not None), None)
+    if trial_id is None:
+        match = _RAY_TRIAL_ID.search(trial_dir.name)
+        trial_id = match.group(1) if match else trial_dir.name
+
+    history = []
+    for i, row in enumerate(rows, start=1):
+        epoch = row.get("epoch", row.get("training_iteration", i))
+        entry = {"trial_id": trial_id, "epoch": epoch}
+        for key, value in row.items():
+            if key not in RAY_KEYS and key != "epoch" and not isinstance(value, (dict, list)):
+                entry[key] = value
+        history.append(entry)
+
+    errored = (trial_dir / "error.txt").is_file() or (trial_dir / "error.pkl").is_file()
+    last_time = rows[-1].get("time_total_s") if rows else None
+    # the drivers' own rule set (forest_seg.results): status, best_*, epochs reached;
+    # train_time_s = Ray's last time_total_s, else the sum of epoch_time_s
+    result = trial_summary(trial_id, params, history, errored=errored, train_time_s=last_time)
+    return result, history
+
+
+def _load_ray(exp_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    trial_dirs = _ray_trial_dirs(exp_dir)
+    if not trial_dirs:
+        return None
+    results, history = [], []
+    for trial_dir in trial_dirs:
+        result, rows = _ray_trial(trial_dir)
+        results.append(result)
+        history.extend(rows)
+    trials = pd.DataFrame(results)
+    epochs = pd.DataFrame(history) if history else _empty_history()
+    return trials, epochs
+
+
+# --------------------------------------------------------------------------- public loaders
+def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Load one experiment directory into ``(trials, epochs)`` (no ``experiment`` column).
+
+    ``trials`` has a row per trial: ``trial_id``, the config columns, then ``status``,
+    ``val_iou``, ``val_miou``, ``val_loss``, ``best_val_iou``, ``best_val_miou``, ``epochs``
+    (reached, int; 0 when none was recorded), ``train_time_s``; sorted by ``trial_id``.
+    ``epochs`` has a row per trial per epoch (``trial_id``, ``epoch`` 1-based, the per-epoch
+    metrics, ``diverged`` as bool), sorted by trial and epoch.
+
+    ``results.csv`` / ``history.csv`` are used when present; whichever is missing is rebuilt
+    from Ray Tune's trial folders. Raises :class:`ResultsError` naming the directory when
+    neither source exists.
+    """
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        raise ResultsError(f"{exp_dir}: experiment directory not found")
+    results_path, history_path = exp_dir / RESULTS_FILE, exp_dir / HISTORY_FILE
+    ray = None
+    if not results_path.is_file() or not history_path.is_file():
+        ray = _load_ray(exp_dir)
+
+    if results_path.is_file():
+        trials = _read_csv(results_path, REQUIRED_RESULTS)
+    elif ray is not None:
+        trials = ray[0]
+    else:
+        raise ResultsError(
+            f"{exp_dir}: no {RESULTS_FILE} and no Ray Tune trial folders (subfolders with "
+            f"params.json/result.json); expected an experiment directory written by sweeps/*.py"
+        )
+    if trials.empty:
+        raise ResultsError(f"{exp_dir}: {RESULTS_FILE} has no trial rows")
+
+    if history_path.is_file():
+        epochs = _read_csv(history_path, REQUIRED_HISTORY)
+    elif ray is not None:
+        epochs = ray[1]
+    else:
+        epochs = _empty_history()
+
+    trials = _normalise_trials(trials).sort_values("trial_id", kind="stable", ignore_index=True)
+    duplicated = trials["trial_id"][trials["trial_id"].duplicated()].unique()
+    if len(duplicated):
+        raise ResultsError(
+            f"{exp_dir}: trial_id {duplicated[0]!r} appears in more than one row; expected one "
+            f"row per trial"
+        )
+    return trials, _normalise_history(epochs)
+
+
+def load_experiments(exp_dirs: str | Path | Sequence[str | Path]) -> tuple[pd.DataFrame,
+                                                                          pd.DataFrame]:
+    """Load one or more experiment directories into ``(trials, epochs)``.
+
+    Both frames gain a leading ``experiment`` column: the directory name, suffixed ``#2``,
+    ``#3``... when two directories share a name. Passing the same directory twice is an error
+    (its trials would be counted twice).
+    """
+    if isinstance(exp_dirs, (str, Path)):
+        exp_dirs = [exp_dirs]
+    if not exp_dirs:
+        raise ResultsError("no experiment directory given; expected at least one")
+    seen: dict[Path, Path] = {}
+    names: list[str] = []
+    all_trials, all_epochs = [], []
+    for exp_dir in map(Path, exp_dirs):
+        resolved = exp_dir.resolve()
+        if resolved in seen:
+            raise ResultsError(f"{exp_dir}: experiment directory given twice")
+        seen[resolved] = exp_dir
+        trials, epochs = load_experiment(exp_dir)
+        name, k = resolved.name or str(exp_dir), 2
+        while name in names:
+            name, k = f"{resolved.name}#{k}", k + 1
+        names.append(name)
+        all_trials.append(trials.assign(experiment=name))
+        all_epochs.append(epochs.assign(experiment=name))
+    trials = _normalise_trials(pd.concat(all_trials, ignore_index=True, sort=False))
+    non_empty = [e for e in all_epochs if not e.empty]
+    epochs = pd.concat(non_empty, ignore_index=True, sort=False) if non_empty else (
+        _empty_history().assign(experiment=pd.Series(dtype=object)))
+    return trials, _normalise_history(epochs)

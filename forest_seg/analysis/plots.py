@@ -1,0 +1,228 @@
+"""PNG plots of a sweep (matplotlib, Agg canvas).
+
+Each plot function draws on a :class:`matplotlib.figure.Figure` attached to an Agg canvas made
+inside the function: importing this module does not import matplotlib, and pyplot's global
+backend is never touched. A plot whose data has nothing to show (e.g. a single lr for
+``miou_vs_lr``) is skipped: the function returns a :class:`Plot` with ``path=None`` and the
+reason in ``note``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from forest_seg.analysis.load import (
+    config_label,
+    format_value,
+    norm_value,
+    trial_keys,
+    varying_columns,
+)
+from forest_seg.analysis.stats import DENSE_POINTS, config_ids, summarize
+
+STATUS_COLOURS = {"COMPLETED": "tab:green", "EARLY_STOPPED": "tab:orange",
+                  "DIVERGED": "tab:red", "ERROR": "tab:gray"}
+MAX_LR_COLUMNS = 8
+
+
+class Plot(NamedTuple):
+    """A plot written to ``path``, or skipped (``path is None``) for the reason in ``note``."""
+
+    name: str
+    path: Path | None
+    note: str = ""
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path, name: str) -> Plot:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return Plot(name, path)
+
+
+def _errorbars(summary: pd.DataFrame, metric: str) -> np.ndarray:
+    mean = summary[f"{metric}_mean"].to_numpy(float)
+    lo = np.nan_to_num(mean - summary[f"{metric}_ci_lo"].to_numpy(float))
+    hi = np.nan_to_num(summary[f"{metric}_ci_hi"].to_numpy(float) - mean)
+    return np.vstack([lo, hi])
+
+
+def _groups(summary: pd.DataFrame, columns: Sequence[str]):
+    ids, keys = config_ids(summary, columns)
+    for i, key in enumerate(keys):
+        yield config_label(dict(zip(columns, key, strict=True)), columns), summary[ids == i]
+
+
+def _metric_vs(trials: pd.DataFrame, path: Path, metric: str, factor: str, name: str,
+               xlabel: str) -> Plot:
+    """Mean +- 95% CI of ``metric`` against ``factor`` (log x), a line per other config."""
+    if factor not in trials.columns:
+        return Plot(name, None, f"no `{factor}` column")
+    summary = summarize(trials, metrics=[metric], metric=metric)
+    if factor not in summary.columns:
+        return Plot(name, None, f"`{factor}` takes a single value")
+    dense_mask = (summary[factor] == DENSE_POINTS) if factor == "points" else (
+        summary[factor] <= 0)
+    values = {norm_value(v) for v in summary.loc[~dense_mask, factor]}
+    if len(values) < 2:
+        return Plot(name, None, f"fewer than two positive `{factor}` values")
+    others = [c for c in varying_columns(trials) if c != factor]
+    fig = _figure(7, 4.5)
+    ax = fig.add_subplot()
+    for i, (label, group) in enumerate(_groups(summary, others)):
+        colour = f"C{i % 10}"
+        line = group[~dense_mask.loc[group.index]].sort_values(factor)
+        if len(line):
+            ax.errorbar(line[factor], line[f"{metric}_mean"], yerr=_errorbars(line, metric),
+                        marker="o", capsize=3, color=colour, label=label if others else metric)
+        dense = group[dense_mask.loc[group.index]]
+        if factor == "points" and len(dense):
+            row = dense.iloc[0]
+            ax.axhline(row[f"{metric}_mean"], ls="--", color=colour,
+                       label=f"dense (points=0){', ' + label if others else ''}")
+            if pd.notna(row[f"{metric}_ci_lo"]):
+                ax.axhspan(row[f"{metric}_ci_lo"], row[f"{metric}_ci_hi"], color=colour,
+                           alpha=0.1)
+    ax.set_xscale("log")
+    ticks = sorted(values)
+    ax.set_xticks(ticks, [format_value(v) for v in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{metric} (mean, 95% CI)")
+    ax.set_title(f"{metric} vs {factor} (error bars: 95% CI over seeds)")
+    ax.legend(fontsize="small")
+    return _save(fig, path, name)
+
+
+def plot_miou_vs_points(trials: pd.DataFrame, path: str | Path,
+                        metric: str = "best_val_miou") -> Plot:
+    """``metric`` vs points per image (log x); points=0 (dense) as a dashed horizontal line."""
+    return _metric_vs(trials, Path(path), metric, "points", "miou_vs_points",
+                      "points per image (log scale)")
+
+
+def plot_miou_vs_lr(trials: pd.DataFrame, path: str | Path,
+                    metric: str = "best_val_miou") -> Plot:
+    """``metric`` vs learning rate (log x), a line per other configuration."""
+    return _metric_vs(trials, Path(path), metric, "lr", "miou_vs_lr", "learning rate (log scale)")
+
+
+def plot_learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame,
+                         path: str | Path) -> Plot:
+    """Per lr a column: val loss (top) and val mIoU (bottom) by epoch, a line per trial/seed."""
+    name, path = "learning_curves", Path(path)
+    if epochs is None or epochs.empty or not {"val_loss", "val_miou"} <= set(epochs.columns):
+        return Plot(name, None, "no per-epoch history (history.csv or result.json)")
+    keys = [k for k in trial_keys(trials) if k in epochs.columns]
+    lr_col = "lr" if "lr" in trials.columns else None
+    others = [c for c in varying_columns(trials) if c not in ("lr", "seed")]
+    cfg = trials[keys + [c for c in ["seed", *others] if c in trials.columns]]
+    if lr_col:
+        cfg = cfg.assign(_lr=trials[lr_col].map(norm_value))
+    else:
+        cfg = cfg.assign(_lr=None)
+    data = epochs.drop(columns=[c for c in ("lr",) if c in epochs.columns]).merge(cfg, on=keys)
+    if data.empty:
+        return Plot(name, None, "history rows match no trial of results")
+    from matplotlib.ticker import MaxNLocator
+
+    lrs = sorted({v for v in data["_lr"]}, key=lambda v: (v is None, v or 0))
+    if len(lrs) > MAX_LR_COLUMNS:
+        return Plot(name, None, f"{len(lrs)} distinct learning rates (more than "
+                                f"{MAX_LR_COLUMNS}: a search, not a grid)")
+    seeds = sorted({norm_value(s) for s in data.get("seed", pd.Series([None]))},
+                   key=lambda v: (v is None, v or 0))
+    other_labels = sorted({config_label(r, others) for _, r in data.iterrows()}) if others else []
+    styles = ["-", "--", ":", "-."]
+    fig = _figure(3.6 * len(lrs) + 1, 6.5)
+    axes = fig.subplots(2, len(lrs), squeeze=False, sharex=True)
+    axes[0, 0].set_xlim(0.5, data["epoch"].max() + 0.5)
+    for j, lr in enumerate(lrs):
+        sub = data[data["_lr"].map(lambda v, lr=lr: v == lr)]
+        ax_loss, ax_miou = axes[0, j], axes[1, j]
+        for _, trial in sub.groupby(keys, sort=True):
+            trial = trial.sort_values("epoch")
+            seed = norm_value(trial["seed"].iloc[0]) if "seed" in trial else None
+            # one colour per seed; with other varying columns, colour per configuration and
+            # one line style per seed
+            label = f"seed={format_value(seed)}"
+            colour, style = f"C{seeds.index(seed) % 10}", "-"
+            if others:
+                other = config_label(trial.iloc[0], others)
+                label = f"{other}, {label}"
+                colour = f"C{other_labels.index(other) % 10}"
+                style = styles[seeds.index(seed) % len(styles)]
+            loss = trial["val_loss"].where(np.isfinite(trial["val_loss"]))
+            kw = {"marker": ".", "color": colour, "ls": style}
+            ax_loss.plot(trial["epoch"], loss, label=label, **kw)
+            ax_miou.plot(trial["epoch"], trial["val_miou"], **kw)
+        finite = sub["val_loss"][np.isfinite(sub["val_loss"])]
+        if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 100:
+            ax_loss.set_yscale("log")
+        ax_loss.set_title(f"lr={format_value(lr)}" if lr_col else "all trials")
+        ax_miou.set_xlabel("epoch")
+        ax_miou.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if j == 0:
+            ax_loss.set_ylabel("val loss")
+            ax_miou.set_ylabel("val mIoU")
+        if len(ax_loss.lines) <= 12:
+            ax_loss.legend(fontsize="x-small")
+    return _save(fig, path, name)
+
+
+def plot_asha_stops(trials: pd.DataFrame, path: str | Path) -> Plot:
+    """Epochs reached per trial (horizontal bars) coloured by status; planned epochs dashed."""
+    name, path = "asha_stops", Path(path)
+    if (trials["status"] == "COMPLETED").all():
+        return Plot(name, None, "every trial completed its planned epochs: nothing was stopped")
+    cols = varying_columns(trials) + (["seed"] if "seed" in trials.columns else [])
+    if "experiment" in trials.columns and trials["experiment"].nunique() > 1:
+        cols = ["experiment", *cols]
+    ordered = trials.sort_values(cols, kind="stable") if cols else trials
+    labels = [config_label(row, cols) if cols else str(row["trial_id"])
+              for _, row in ordered.iterrows()]
+    n = len(ordered)
+    fig = _figure(8, min(2 + 0.25 * n, 40))
+    ax = fig.add_subplot()
+    y = np.arange(n)
+    colours = [STATUS_COLOURS.get(s, "tab:blue") for s in ordered["status"]]
+    ax.barh(y, ordered["epochs"].fillna(0), color=colours)
+    ax.set_yticks(y, labels, fontsize="x-small")
+    ax.invert_yaxis()
+    if "max_epochs" in ordered.columns:
+        for planned in sorted({norm_value(v) for v in ordered["max_epochs"]} - {None}):
+            ax.axvline(planned, ls="--", color="black", lw=1)
+    from matplotlib.patches import Patch
+
+
+    seen = [s for s in STATUS_COLOURS if (ordered["status"] == s).any()]
+    ax.legend(handles=[Patch(color=STATUS_COLOURS[s], label=s) for s in seen],
+              fontsize="small", loc="lower right")
+    ax.set_xlabel("epochs reached (dashed: planned)")
+    ax.set_title("Where each trial stopped")
+    return _save(fig, path, name)
+
+
+def make_plots(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Path,
+               metric: str = "best_val_miou") -> list[Plot]:
+    """Write every plot into ``out_dir`` (``<name>.png``); skipped ones carry their reason."""
+    out = Path(out_dir)
+    return [
+        plot_miou_vs_points(trials, out / "miou_vs_points.png", metric),
+        plot_miou_vs_lr(trials, out / "miou_vs_lr.png", metric),
+        plot_learning_curves(trials, epochs, out / "learning_curves.png"),
+        plot_asha_stops(trials, out / "asha_stops.png"),
+    ]

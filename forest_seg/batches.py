@@ -1,0 +1,141 @@
+"""A trial's data: decoded tiles, its split, its fixed point labels, and batches on the device.
+
+The decoded tiles are shared (memory-mapped) by every trial on a node; a trial owns only its
+index arrays and its point labels, which are drawn once when the trial starts and never again.
+Batches are gathered from the uint8 tiles and normalised on the device, so no JPEG work and
+no per-item Python work happen inside the epoch loop.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .data import load_tiles, normalize_images, resolve_data_root, split_indices
+from .points import sample_points_batch
+
+# Keeps the validation points of a trial apart from its training points' random stream.
+VAL_POINTS_SEED_OFFSET = 1_000_003
+
+
+@dataclass
+class Batch:
+    """One batch on the device.
+
+    ``image`` float32 [B,3,S,S] ImageNet-normalised; ``labels`` int64 [B,S,S] point labels
+    (255 = unlabelled); ``mask`` int64 [B,S,S] dense {0,1} mask.
+    """
+
+    image: torch.Tensor
+    labels: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass
+class SplitData:
+    """One side (train or validation) of a trial.
+
+    ``images`` uint8 [N,S,S,3] and ``masks`` uint8 [N,S,S] are the whole (shared) tile set;
+    ``tiles`` int64 [n] selects this side's tiles; ``labels`` uint8 [n,S,S] holds the point
+    labels of those tiles, aligned with ``tiles``.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    tiles: np.ndarray
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def batches(
+        self,
+        batch_size: int,
+        device: torch.device,
+        order: torch.Tensor | None = None,
+        num_workers: int = 0,
+        channels_last: bool = False,
+        drop_single: bool = False,
+    ) -> Iterator[Batch]:
+        """Yield the batches of this side in ``order`` (positions into ``tiles``; default 0..n-1).
+
+        With ``num_workers > 0`` that many threads gather and copy the next batches while the
+        current one trains. ``drop_single`` drops a final batch of one tile (for training:
+        BatchNorm cannot train on a single tile).
+        """
+        positions = torch.arange(len(self)) if order is None else order
+        chunks = [c for c in positions.split(batch_size) if len(c) > 1 or not drop_single]
+
+        def prepare(chunk: torch.Tensor) -> Batch:
+            return self._gather(chunk.numpy(), device, channels_last)
+
+        if num_workers == 0:
+            yield from map(prepare, chunks)
+            return
+        with ThreadPoolExecutor(max_workers=num_workers) as pool:
+            pending: deque = deque()
+            for chunk in chunks:
+                pending.append(pool.submit(prepare, chunk))
+                if len(pending) > num_workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    def _gather(self, positions: np.ndarray, device: torch.device, channels_last: bool) -> Batch:
+        tiles = self.tiles[positions]
+        pin = device.type == "cuda"
+        images = _host_tensor(self.images[tiles], pin).to(device, non_blocking=pin)
+        masks = _host_tensor(self.masks[tiles], pin).to(device, non_blocking=pin)
+        labels = self.labels[torch.from_numpy(positions)]
+        labels = (labels.pin_memory() if pin else labels).to(device, non_blocking=pin)
+        image = normalize_images(images)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        return Batch(image.contiguous(memory_format=memory_format), labels.long(), masks.long())
+
+
+def _host_tensor(array: np.ndarray, pin: bool) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor.pin_memory() if pin else tensor
+
+
+@dataclass
+class TrialData:
+    """Everything a trial trains and validates on."""
+
+    train: SplitData
+    val: SplitData
+    image_size: int
+
+
+def prepare_trial_data(cfg: TrainConfig) -> TrialData:
+    """Load (or reuse) the decoded tiles, split them and draw the trial's fixed point labels.
+
+    A tile's points depend only on (seed, tile index), so trials with the same seed label a
+    tile the same way whatever the split or ``max_tiles``. Validation labels use the same
+    strategy and count as training (they give ``val_loss``); the dense validation masks give
+    every ``val_*`` metric.
+    """
+    tiles = load_tiles(resolve_data_root(cfg.data), cfg.image_size)
+    train_idx, val_idx = split_indices(
+        tiles.scenes, split=cfg.split, val_fraction=cfg.val_fraction, seed=cfg.seed,
+        max_tiles=cfg.max_tiles,
+    )
+
+    def side(indices: np.ndarray, seed: int) -> SplitData:
+        labels = sample_points_batch(
+            tiles.masks[indices], cfg.points, strategy=cfg.point_strategy, seed=seed,
+            tile_ids=indices,
+        )
+        return SplitData(tiles.images, tiles.masks, indices, labels)
+
+    return TrialData(
+        train=side(train_idx, cfg.seed),
+        val=side(val_idx, cfg.seed + VAL_POINTS_SEED_OFFSET),
+        image_size=cfg.image_size,
+    )

@@ -1,0 +1,200 @@
+"""TrainConfig: every hyperparameter of one trial, and its command-line form.
+
+The defaults are the original report's baseline: 256x256 inputs, batch 16, 10 epochs, Adam at
+lr 1e-4, 50 points per image, focal gamma 2, an 80/20 random split. A config travels through
+Ray Tune as a plain dict; :meth:`TrainConfig.from_dict` rebuilds and validates it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .errors import ConfigError
+
+SPLITS = ("random", "scene")
+OPTIMIZERS = ("adam", "adamw")
+DEVICES = ("auto", "cpu", "cuda")
+# Kept in step with forest_seg.points.POINT_STRATEGIES and forest_seg.model.HEADS; the config
+# module imports neither so that reading a config never imports torch.
+POINT_STRATEGIES = ("balanced", "uniform", "forest")
+HEADS = ("linear", "unet")
+
+
+@dataclass
+class TrainConfig:
+    """One trial's hyperparameters (see the field comments for units and choices)."""
+
+    data: str | None = None  # dataset root (Kaggle layout); None = embedded synthetic dataset
+    image_size: int = 256  # tiles are resized to image_size x image_size
+    max_tiles: int | None = None  # seeded subset of the tiles; None = all
+    split: str = "random"  # "random" (the report) or "scene" (no scene on both sides)
+    val_fraction: float = 0.2
+    points: int = 50  # labelled points per training image; 0 = dense masks (upper bound)
+    point_strategy: str = "balanced"  # "balanced", "uniform" or "forest" (the report's)
+    lr: float = 1e-4
+    optimizer: str = "adam"  # "adam" or "adamw"
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    epochs: int = 10
+    gamma: float = 2.0  # focal term; 0 = plain partial cross-entropy
+    alpha: float | None = None  # forest weight in [0, 1]; None = unweighted
+    head: str = "linear"  # "linear" (the report's 1x1 conv) or "unet"
+    encoder_stages: int = 4  # ResNet50 stages kept (1-4); fewer = a truncated, faster net
+    pretrained: str = "imagenet"  # "imagenet", "none" or a path to a weights file
+    seed: int = 0
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    num_workers: int = 0  # background threads preparing the next batches; 0 = inline
+    threads: int | None = None  # torch CPU threads; None = the CPUs this process was given
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always saves)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build a config from a plain dict, rejecting unknown keys and invalid values."""
+        valid = cls.field_names()
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}"
+            )
+        hints = typing.get_type_hints(cls)
+        coerced = {name: _coerce(name, value, hints[name]) for name, value in values.items()}
+        return cls(**coerced)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first invalid field."""
+        for name, hint in typing.get_type_hints(type(self)).items():
+            setattr(self, name, _coerce(name, getattr(self, name), hint))
+        _check(self.image_size >= 8, "image_size", self.image_size, "an integer >= 8")
+        _check(
+            self.max_tiles is None or self.max_tiles >= 2,
+            "max_tiles", self.max_tiles, "an integer >= 2 or none",
+        )
+        _check(self.split in SPLITS, "split", self.split, f"one of {', '.join(SPLITS)}")
+        _check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "a number in (0, 1)")
+        _check(self.points >= 0, "points", self.points, "an integer >= 0 (0 = dense masks)")
+        _check(
+            self.point_strategy in POINT_STRATEGIES,
+            "point_strategy", self.point_strategy, f"one of {', '.join(POINT_STRATEGIES)}",
+        )
+        _check(self.lr > 0, "lr", self.lr, "a number > 0")
+        _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, " or ".join(OPTIMIZERS))
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        _check(self.batch_size >= 2, "batch_size", self.batch_size, "an integer >= 2")
+        _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _check(self.gamma >= 0, "gamma", self.gamma, "a number >= 0")
+        _check(
+            self.alpha is None or 0 <= self.alpha <= 1, "alpha", self.alpha, "none or in [0, 1]"
+        )
+        _check(self.head in HEADS, "head", self.head, f"one of {', '.join(HEADS)}")
+        _check(1 <= self.encoder_stages <= 4, "encoder_stages", self.encoder_stages, "1 to 4")
+        _check(bool(self.pretrained), "pretrained", self.pretrained, "imagenet, none or a path")
+        _check(self.device in DEVICES, "device", self.device, f"one of {', '.join(DEVICES)}")
+        _check(self.num_workers >= 0, "num_workers", self.num_workers, "an integer >= 0")
+        _check(
+            self.threads is None or self.threads >= 1, "threads", self.threads, ">= 1 or none"
+        )
+        _check(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, ">= 1")
+
+
+def _check(ok: bool, name: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid {name}={value!r}: expected {expected}")
+
+
+def _base_type(hint: Any) -> tuple[type, bool]:
+    """(the non-None type, whether None is allowed) of a field's type hint."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        return non_none[0], len(non_none) < len(args)
+    return hint, False
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Convert ``value`` (native, numpy scalar or CLI string) to the field's type."""
+    kind, optional = _base_type(hint)
+    if value is None or (optional and isinstance(value, str) and value.lower() == "none"):
+        if optional:
+            return None
+        raise ConfigError(f"invalid {name}=None: expected {_TYPE_WORDS[kind]}")
+    try:
+        if kind is bool:
+            return _to_bool(value)
+        if kind is int:
+            number = float(value)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"invalid {name}={value!r}: expected {_TYPE_WORDS[kind]}") from None
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(value)
+    return bool(value)
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser, names: list[str] | None = None, defaults: dict | None = None
+) -> None:
+    """Add a ``--field-name`` flag for each config field in ``names`` (default: all).
+
+    Values stay strings (or None when not given) and are validated by ``TrainConfig.from_dict``,
+    so the CLI and Ray Tune share one set of rules. ``defaults`` overrides the shown defaults.
+    """
+    hints = typing.get_type_hints(TrainConfig)
+    base = TrainConfig.__dataclass_fields__
+    defaults = defaults or {}
+    for name in names or TrainConfig.field_names():
+        kind, optional = _base_type(hints[name])
+        default = defaults.get(name, base[name].default)
+        flag = "--" + name.replace("_", "-")
+        help_text = f"default: {default}" + (" (none allowed)" if optional else "")
+        if kind is bool:
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            parser.add_argument(flag, dest=name, default=None, metavar=kind.__name__.upper(),
+                                help=help_text)
+
+
+def config_from_args(
+    args: argparse.Namespace, names: list[str] | None = None, defaults: dict | None = None
+) -> dict[str, Any]:
+    """The config dict given on the command line: ``defaults`` overridden by the flags set."""
+    values = dict(defaults or {})
+    for name in names or TrainConfig.field_names():
+        given = getattr(args, name, None)
+        if given is not None:
+            values[name] = given
+    return values

@@ -1,0 +1,350 @@
+"""The "Forest Aerial Images for Segmentation" dataset in its Kaggle layout.
+
+A dataset root holds ``meta_data.csv`` (columns ``image,mask``: file names inside ``images/``
+and ``masks/``), RGB JPEG tiles and JPEG masks (white = forest). Tiles are decoded once per
+(root, size) into ``cache_dir()/tiles/<key>/`` and memory-mapped afterwards, so concurrent
+trials on one node share one decoded copy through the page cache.
+"""
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from forest_seg.cache import cache_dir
+from forest_seg.errors import ConfigError, DatasetError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+META_CSV = "meta_data.csv"
+EXPECTED_LAYOUT = "meta_data.csv (columns image,mask) beside images/ and masks/"
+_SEARCH_DEPTH = 4
+_MASK_THRESHOLD = 127
+_PROGRESS_MIN_TILES = 500  # report decode progress on stderr above this many tiles
+_TILE_CACHE: dict[str, "TileSet"] = {}
+
+
+def find_dataset_root(root: str | Path) -> Path:
+    """The folder holding ``meta_data.csv``: ``root`` itself or the shallowest folder below it.
+
+    Searches breadth-first up to 4 levels deep, siblings in name order (the Kaggle archive
+    nests the data as ``Forest Segmented/Forest Segmented/``). A path to the CSV itself is
+    accepted too. Raises :class:`DatasetError` when ``root`` is missing or holds no CSV.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DatasetError(
+            f"dataset root {root} does not exist; expected a folder holding "
+            f"{EXPECTED_LAYOUT} (or a parent of it)"
+        )
+    if root.is_file() and root.name == META_CSV:
+        return root.parent
+    queue = deque([(root, 0)])
+    while queue:
+        folder, depth = queue.popleft()
+        if (folder / META_CSV).is_file():
+            return folder
+        if depth < _SEARCH_DEPTH:
+            try:
+                children = sorted(e.path for e in os.scandir(folder) if e.is_dir())
+            except OSError:
+                continue
+            queue.extend((Path(c), depth + 1) for c in children)
+    raise DatasetError(
+        f"no {META_CSV} found in {root} or up to {_SEARCH_DEPTH} levels below it; "
+        f"expected the Kaggle layout: {EXPECTED_LAYOUT}"
+    )
+
+
+def resolve_data_root(data: str | Path | None) -> Path:
+    """``None`` -> the embedded synthetic dataset (generated once), else the dataset's folder."""
+    if data is None:
+        from forest_seg.synthetic import default_synthetic_root
+
+        return default_synthetic_root()
+    return find_dataset_root(data)
+
+
+def scene_id(image_name: str) -> str:
+    """The source scene of a tile: the prefix before ``_sat_`` (``10452_sat_08.jpg`` -> ``10452``).
+
+    Names without ``_sat_`` fall back to the file stem, i.e. each such tile is its own scene.
+    """
+    stem = Path(image_name).stem
+    prefix, sep, _ = stem.partition("_sat_")
+    return prefix if sep and prefix else stem
+
+
+@dataclass
+class TileSet:
+    """Decoded tiles of one dataset root at one size (arrays may be read-only memory maps).
+
+    ``images``: uint8 [N,S,S,3] RGB. ``masks``: uint8 [N,S,S] in {0,1} (1 = forest).
+    ``names``: image file names, CSV order. ``scenes``: :func:`scene_id` of each name.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    names: list[str]
+    scenes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _read_rows(root: Path) -> list[tuple[str, Path, Path]]:
+    """(image name, image path, mask path) per CSV row, checking columns and files exist."""
+    csv_path = root / META_CSV
+    try:
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None:
+                raise DatasetError(
+                    f"{csv_path} is empty; expected a header image,mask and "
+                    "one row of file names per tile"
+                )
+            columns = [c.strip() for c in reader.fieldnames]
+            if "image" not in columns or "mask" not in columns:
+                raise DatasetError(
+                    f"{csv_path} must have columns image,mask; found {', '.join(columns)}"
+                )
+            reader.fieldnames = columns
+            raw = [(row["image"], row["mask"]) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"cannot read {csv_path}: {e}") from e
+    if not raw:
+        raise DatasetError(f"{csv_path} lists no tiles; expected rows of image,mask file names")
+    rows = []
+    for line, (image, mask) in enumerate(raw, start=2):
+        paths = []
+        for value, folder, column in ((image, "images", "image"), (mask, "masks", "mask")):
+            value = (value or "").strip()
+            path = root / folder / value
+            if value and not path.is_file() and (root / value).is_file():
+                path = root / value  # paths written relative to the root, e.g. images/x.jpg
+            if not value or not path.is_file():
+                raise DatasetError(f"{csv_path} row {line}: {column} file {path} does not exist")
+            paths.append(path)
+        rows.append((paths[0].name, paths[0], paths[1]))
+    return rows
+
+
+def _cache_key(root: Path, rows: list[tuple[str, Path, Path]], size: int) -> str:
+    """Hash of the resolved root, the CSV rows, each file's size and mtime, and ``size``."""
+    h = hashlib.sha256(f"{root.resolve()}\n{size}\n".encode())
+    for _, image, mask in rows:
+        for path in (image, mask):
+            st = path.stat()
+            h.update(f"{path.relative_to(root)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _decode_image(path: Path, size: int) -> np.ndarray:
+    """uint8 [size,size,3] RGB, bilinear resize."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DatasetError(f"cannot decode image {path}: {e}") from e
+
+
+def threshold_mask(gray: np.ndarray) -> np.ndarray:
+    """uint8 {0,1} of the same shape: 1 where a grayscale JPEG mask value is > 127."""
+    return (gray > _MASK_THRESHOLD).astype(np.uint8)
+
+
+def _decode_mask(path: Path, size: int) -> np.ndarray:
+    """uint8 [size,size] in {0,1}: grayscale, nearest-neighbour resize, threshold > 127."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.NEAREST)
+            return threshold_mask(np.asarray(im))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DatasetError(f"cannot decode mask {path}: {e}") from e
+
+
+def _decode_into(folder: Path, root: Path, rows: list[tuple[str, Path, Path]], size: int) -> None:
+    """Decode every row into ``folder``/images.npy, masks.npy, names.json (written in place)."""
+    n = len(rows)
+    images = np.lib.format.open_memmap(folder / "images.npy", "w+", np.uint8, (n, size, size, 3))
+    masks = np.lib.format.open_memmap(folder / "masks.npy", "w+", np.uint8, (n, size, size))
+    step = -(-n // 10)
+    if n > _PROGRESS_MIN_TILES:
+        print(f"forest-seg: decoding {n} tiles of {root} at {size} px (once)", file=sys.stderr)
+    for i, (_, image, mask) in enumerate(rows):
+        images[i] = _decode_image(image, size)
+        masks[i] = _decode_mask(mask, size)
+        if n > _PROGRESS_MIN_TILES and ((i + 1) % step == 0 or i + 1 == n):
+            print(f"forest-seg: decoded {i + 1}/{n} tiles", file=sys.stderr)
+    images.flush()
+    masks.flush()
+    del images, masks
+    (folder / "names.json").write_text(json.dumps([name for name, _, _ in rows]))
+
+
+def load_tiles(root: str | Path, size: int) -> TileSet:
+    """Decode every tile of the dataset at ``root`` to ``size`` x ``size`` px, once.
+
+    Images: RGB, bilinear resize. Masks: grayscale, nearest resize, threshold > 127 -> {0,1}.
+    The result is cached on disk under ``cache_dir()/tiles/<key>/`` (key: resolved root, CSV
+    rows, file sizes and mtimes, ``size``; written atomically) and loaded back as read-only
+    memory maps; repeat calls in one process return the same :class:`TileSet` object.
+    Raises :class:`DatasetError` naming the CSV, row or file at fault.
+    """
+    root = find_dataset_root(root)
+    if size < 1:
+        raise ConfigError(f"image_size must be >= 1 px, got {size}")
+    rows = _read_rows(root)
+    key = _cache_key(root, rows, size)
+    if key in _TILE_CACHE:
+        return _TILE_CACHE[key]
+    final = cache_dir() / "tiles" / key
+    if not (final / "names.json").is_file():
+        tmp = final.parent / f".{key}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
+        tmp.mkdir(parents=True)
+        try:
+            _decode_into(tmp, root, rows, size)
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "names.json").is_file():  # not a concurrent writer that won
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    names = json.loads((final / "names.json").read_text())
+    tiles = TileSet(
+        images=np.load(final / "images.npy", mmap_mode="r"),
+        masks=np.load(final / "masks.npy", mmap_mode="r"),
+        names=names,
+        scenes=[scene_id(name) for name in names],
+    )
+    _TILE_CACHE[key] = tiles
+    return tiles
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [B,H,W,3] (any device) -> float32 [B,3,H,W]: ``(x / 255 - mean) / std`` (ImageNet)."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(
+            f"expected uint8 [B,H,W,3] images, got {images.dtype} {list(images.shape)}"
+        )
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    x = images.permute(0, 3, 1, 2).contiguous().float()
+    return x.div_(255).sub_(mean).div_(std)
+
+
+class ForestAerialDataset(torch.utils.data.Dataset):
+    """Tiles of one dataset root (per :func:`resolve_data_root`; ``None`` = synthetic).
+
+    Items: ``{"image": float32 [3,H,W] ImageNet-normalised, "mask": int64 [H,W] in {0,1}}``.
+    ``indices`` selects a subset (e.g. from :func:`split_indices`); default all tiles.
+    Pickling (spawned DataLoader workers) re-opens the memory-mapped cache, never copies it.
+    """
+
+    def __init__(
+        self, root: str | Path | None, size: int = 256, indices: Sequence[int] | None = None
+    ) -> None:
+        self.root = resolve_data_root(root)
+        self.size = size
+        self.tiles = load_tiles(self.root, size)
+        n = len(self.tiles)
+        self.indices = (
+            np.arange(n, dtype=np.int64)
+            if indices is None
+            else np.asarray(indices, dtype=np.int64).reshape(-1)
+        )
+        if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= n):
+            raise IndexError(
+                f"indices must lie in [0, {n}) for {self.root}; got "
+                f"{self.indices.min()}..{self.indices.max()}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        j = self.indices[i]
+        image = torch.from_numpy(np.array(self.tiles.images[j]))
+        mask = torch.from_numpy(self.tiles.masks[j].astype(np.int64))
+        return {"image": normalize_images(image[None])[0], "mask": mask}
+
+    def __getstate__(self) -> dict:
+        return {"root": self.root, "size": self.size, "indices": self.indices}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.tiles = load_tiles(self.root, self.size)
+
+
+def split_indices(
+    scenes: Sequence[str],
+    split: str = "random",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    max_tiles: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation split of N tiles: (train, val) int64 index arrays, each sorted.
+
+    ``scenes``: the scene of each tile (``TileSet.scenes``). With ``max_tiles`` < N a seeded
+    random subset of that many tiles is split instead. ``random``: ``round(val_fraction * n)``
+    random tiles (at least 1, leaving at least 1) go to validation. ``scene``: whole scenes, in
+    seeded random order, go to validation while that brings it closer to ``val_fraction`` of
+    the tiles; at least one scene stays in train, so no scene is on both sides.
+    """
+    if split not in ("random", "scene"):
+        raise ConfigError(f"split must be 'random' or 'scene', got {split!r}")
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if max_tiles is not None and max_tiles < 2:
+        raise ConfigError(
+            f"max_tiles must be >= 2 (one train and one validation tile) or None, got {max_tiles}"
+        )
+    n = len(scenes)
+    if n < 2:
+        raise DatasetError(f"a train/validation split needs at least 2 tiles, the dataset has {n}")
+    rng = np.random.default_rng(seed)
+    selected = np.arange(n, dtype=np.int64)
+    if max_tiles is not None and max_tiles < n:
+        selected = np.sort(rng.choice(n, size=max_tiles, replace=False)).astype(np.int64)
+    m = len(selected)
+    if split == "random":
+        order = rng.permutation(selected)
+        n_val = min(max(round(val_fraction * m), 1), m - 1)
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+    tile_scenes = [scenes[i] for i in selected]
+    counts = Counter(tile_scenes)
+    distinct = sorted(counts)
+    if len(distinct) < 2:
+        raise DatasetError(
+            f"split='scene' needs tiles from at least 2 scenes, the selected "
+            f"{m} tiles all come from scene {distinct[0]!r}; use split='random'"
+        )
+    target = val_fraction * m
+    val_scenes: set[str] = set()
+    n_val = 0
+    for k in rng.permutation(len(distinct)):
+        scene = distinct[k]
+        if n_val >= target or len(val_scenes) == len(distinct) - 1:
+            break
+        if not val_scenes or abs(n_val + counts[scene] - target) < abs(n_val - target):
+            val_scenes.add(scene)
+            n_val += counts[scene]
+    in_val = np.array([scene in val_scenes for scene in tile_scenes], dtype=bool)
+    return selected[~in_val], selected[in_val]

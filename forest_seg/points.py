@@ -1,0 +1,229 @@
+"""Point-annotation simulation: turn a dense forest mask into a few labelled pixels.
+
+Label convention: ``0`` non-forest, ``1`` forest, :data:`IGNORE_INDEX` (255) unlabelled.
+
+A strategy is a function ``(flat_mask, n_forest, n_points, generator) -> flat indices``
+(``flat_mask`` [H*W] in {0, 1}, ``n_forest`` its number of 1s; int64 indices, no repeats)
+registered in ``_STRATEGIES``; adding one there adds it to :data:`POINT_STRATEGIES`, which
+other modules validate against.
+
+Sampling is without replacement and exact, yet its cost grows with ``n_points`` rather than with
+the tile size (see :func:`_draw`): labelling 5,000 tiles of 256x256 takes a second or two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from forest_seg.errors import ConfigError
+
+IGNORE_INDEX = 255
+"""Label of unlabelled pixels; the losses and metrics skip it. Fits in uint8."""
+
+
+def _draw(
+    flat: torch.Tensor, cls: int | None, count: int, k: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """``k`` distinct flat indices drawn uniformly among the ``count`` pixels of class ``cls``.
+
+    ``flat`` is the mask flattened to [H*W] (integer, values in {0, 1}); ``cls=None`` means any
+    pixel (``count`` is then H*W). Requires ``k <= count``. Returns int64 [k].
+
+    When ``k`` is a sizeable share of the class, the class is enumerated and permuted. Otherwise
+    pixel indices are drawn with replacement over the whole tile, those of another class
+    dropped, until ``k`` distinct ones are found: the set of distinct values seen is, by symmetry,
+    a uniformly random subset of the class, so a random ``k`` of it is a uniform sample without
+    replacement, at a cost of about ``k * H*W / count`` draws instead of O(H*W).
+    """
+    device = flat.device
+    if k == 0:
+        return torch.empty(0, dtype=torch.int64, device=device)
+    size = flat.numel()
+    if 4 * k > count:
+        order = torch.randperm(count, generator=generator, device=device)[:k]
+        return order if cls is None else (flat == cls).nonzero().squeeze(1)[order]
+    found = torch.empty(0, dtype=torch.int64, device=device)
+    while found.numel() < k:
+        # twice the expected number of draws for the missing points: rarely a second round
+        n_draws = 2 * (k - found.numel()) * size // count + 16
+        draws = torch.randint(size, (n_draws,), generator=generator, device=device)
+        if cls is not None:
+            draws = draws[flat[draws] == cls]
+        found = torch.unique(torch.cat((found, draws)))
+    return found[torch.randperm(found.numel(), generator=generator, device=device)[:k]]
+
+
+def _balanced(
+    flat: torch.Tensor, n_forest: int, n_points: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """``n // 2`` forest points and the rest (so the odd one) non-forest; a short class is topped
+    up by the other, so ``min(n, H*W)`` points in all."""
+    n_other = flat.numel() - n_forest
+    k_forest = min(n_points // 2, n_forest)
+    k_other = min(n_points - k_forest, n_other)
+    k_forest = min(n_points - k_other, n_forest)
+    return torch.cat(
+        (
+            _draw(flat, 1, n_forest, k_forest, generator),
+            _draw(flat, 0, n_other, k_other, generator),
+        )
+    )
+
+
+def _uniform(
+    flat: torch.Tensor, n_forest: int, n_points: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """``min(n, H*W)`` pixels uniformly, whatever their class."""
+    return _draw(flat, None, flat.numel(), min(n_points, flat.numel()), generator)
+
+
+def _forest(
+    flat: torch.Tensor, n_forest: int, n_points: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Forest pixels only (the original report's choice): ``min(n, forest pixels)`` points."""
+    return _draw(flat, 1, n_forest, min(n_points, n_forest), generator)
+
+
+_Strategy = Callable[[torch.Tensor, int, int, torch.Generator | None], torch.Tensor]
+_STRATEGIES: dict[str, _Strategy] = {
+    "balanced": _balanced,
+    "uniform": _uniform,
+    "forest": _forest,
+}
+
+POINT_STRATEGIES: tuple[str, ...] = tuple(_STRATEGIES)
+"""Valid ``strategy`` names: ``("balanced", "uniform", "forest")``."""
+
+
+def _check_request(n_points: int, strategy: str) -> int:
+    """Validate the user-facing arguments; return ``n_points`` as a Python int."""
+    try:
+        n = operator.index(n_points)
+    except TypeError:
+        n = -1
+    if n < 0:
+        raise ConfigError(f"points: expected a non-negative integer, got {n_points!r}")
+    if strategy not in _STRATEGIES:
+        choices = ", ".join(POINT_STRATEGIES)
+        raise ConfigError(f"point_strategy: unknown value {strategy!r}, expected one of {choices}")
+    return n
+
+
+def _check_mask_values(masks: torch.Tensor, name: str) -> None:
+    """Masks must be integer tensors holding only 0 and 1; ``name`` is the argument's."""
+    if masks.is_floating_point() or masks.is_complex():
+        raise ValueError(f"{name}: expected an integer tensor of 0/1, got dtype {masks.dtype}")
+    if masks.numel():
+        low, high = int(masks.min()), int(masks.max())
+        if low < 0 or high > 1:
+            raise ValueError(f"{name}: expected values in {{0, 1}}, got values in [{low}, {high}]")
+
+
+def sample_points(
+    mask: torch.Tensor,
+    n_points: int,
+    strategy: str = "balanced",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Simulate point annotation of one tile.
+
+    Args:
+        mask: integer (or bool) tensor [H, W] with values in {0, 1} (1 = forest).
+        n_points: how many pixels to label, >= 0. ``0`` labels none (see
+            :func:`sample_points_batch` for the dense-supervision meaning of 0 in training).
+        strategy: one of :data:`POINT_STRATEGIES`:
+            ``balanced``: ``n // 2`` forest and ``n - n // 2`` non-forest pixels (non-forest takes
+            the odd point); when a class has too few pixels the other tops up, so exactly
+            ``min(n, H*W)`` pixels are labelled.
+            ``uniform``: ``min(n, H*W)`` pixels uniformly at random.
+            ``forest``: forest pixels only, hence ``min(n, forest pixels)`` labels (none on a tile
+            without forest).
+        generator: torch generator on ``mask``'s device; the same seed gives the same points.
+            ``None`` uses torch's global RNG.
+
+    Returns:
+        int64 tensor [H, W]: ``mask``'s value at the sampled pixels (distinct: drawn without
+        replacement), :data:`IGNORE_INDEX` elsewhere.
+
+    Raises:
+        ConfigError: ``n_points`` negative or not an integer, or ``strategy`` unknown.
+        ValueError: ``mask`` not 2-D, not integer, or holding values other than 0 and 1.
+    """
+    n = _check_request(n_points, strategy)
+    if mask.ndim != 2:
+        raise ValueError(f"mask: expected shape [H, W], got {tuple(mask.shape)}")
+    _check_mask_values(mask, "mask")
+    flat = mask.reshape(-1).long()
+    labels = torch.full_like(flat, IGNORE_INDEX)
+    idx = _STRATEGIES[strategy](flat, int(flat.sum()), n, generator)
+    labels[idx] = flat[idx]
+    return labels.view(mask.shape)
+
+
+def _tile_seed(seed: int, tile_id: int) -> int:
+    """A 64-bit generator seed from (trial seed, tile id), stable across runs and platforms."""
+    digest = hashlib.blake2b(f"{seed}/{tile_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def sample_points_batch(
+    masks: np.ndarray | torch.Tensor,
+    n_points: int,
+    strategy: str = "balanced",
+    seed: int = 0,
+    *,
+    tile_ids: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Point labels for every tile of a training set, drawn once per trial.
+
+    A trial's points are fixed for its whole run (call this once, not per epoch). Tile ``i``'s
+    points come from a generator seeded with ``(seed, tile_ids[i])`` only, so they do not depend
+    on the order of the tiles or on which other tiles are in the set: two trials with the same
+    seed label the same tile the same way.
+
+    Args:
+        masks: integer array or tensor [N, H, W] with values in {0, 1} (CPU).
+        n_points: points per tile, as in :func:`sample_points`. ``0`` means **dense
+            supervision** (the upper-bound reference): the masks themselves are returned.
+        strategy: one of :data:`POINT_STRATEGIES` (see :func:`sample_points`).
+        seed: the trial's seed.
+        tile_ids: a stable identity per tile (e.g. its index in the whole dataset), length N;
+            default ``range(N)``, the position in ``masks``. Pass dataset indices so that a tile
+            keeps its points whatever split or subset it lands in.
+
+    Returns:
+        uint8 tensor [N, H, W]: 0/1 at labelled pixels, :data:`IGNORE_INDEX` elsewhere (a new
+        tensor, also when ``n_points == 0``).
+
+    Raises:
+        ConfigError: bad ``n_points`` or ``strategy``.
+        ValueError: ``masks`` not [N, H, W], not integer or not 0/1, or ``tile_ids`` of the
+            wrong length.
+    """
+    n = _check_request(n_points, strategy)
+    masks = torch.as_tensor(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks: expected shape [N, H, W], got {tuple(masks.shape)}")
+    _check_mask_values(masks, "masks")
+    if n == 0:
+        return masks.to(torch.uint8, copy=True)
+    count = masks.shape[0]
+    ids = range(count) if tile_ids is None else tile_ids
+    if len(ids) != count:
+        raise ValueError(f"tile_ids: expected {count} ids (one per mask), got {len(ids)}")
+    flat = masks.reshape(count, -1).to(device="cpu", dtype=torch.uint8)
+    labels = torch.full_like(flat, IGNORE_INDEX)
+    # one reduction for all tiles; numpy's, as torch's integer row sums are many times slower
+    n_forest = flat.numpy().sum(axis=1, dtype=np.int64).tolist()
+    sample = _STRATEGIES[strategy]
+    generator = torch.Generator()
+    for i, tile_id in enumerate(ids):
+        generator.manual_seed(_tile_seed(seed, int(tile_id)))
+        idx = sample(flat[i], n_forest[i], n, generator)
+        labels[i, idx] = flat[i, idx]
+    return labels.view(masks.shape)

@@ -1,0 +1,100 @@
+"""Predict forest masks for images with a trained checkpoint.
+
+    python -m forest_seg.predict --checkpoint out/train/checkpoint.pt tile1.jpg tile2.jpg \\
+        --out predictions/
+
+For each image it writes ``<stem>_mask.png`` (white = forest, at the image's own size) and
+``<stem>_overlay.png`` (the image beside the image with forest tinted green).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .checkpoint import load_checkpoint
+from .cli import run_cli
+from .config import TrainConfig
+from .data import normalize_images
+from .errors import DatasetError
+from .model import build_model
+from .train import resolve_device
+
+FOREST_TINT = np.array([0, 200, 0], dtype=np.float32)
+
+
+def load_model(checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, TrainConfig]:
+    """The trained model (eval mode, on ``device``) and its config from a checkpoint."""
+    state = load_checkpoint(checkpoint)
+    cfg = TrainConfig.from_dict(state["config"])
+    model = build_model(head=cfg.head, pretrained="none", encoder_stages=cfg.encoder_stages)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """uint8 [H,W,3] pixels of an image file; DatasetError naming the file when unreadable."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise DatasetError(f"image {path} not found") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot decode image {path}: {exc}") from None
+
+
+@torch.no_grad()
+def predict_mask(model: torch.nn.Module, pixels: np.ndarray, image_size: int,
+                 device: torch.device) -> np.ndarray:
+    """uint8 [H,W] {0,1} forest mask for uint8 [H,W,3] pixels.
+
+    The image is resized to the training size, and the logits are resized back to the
+    image's own size before the argmax.
+    """
+    height, width = pixels.shape[:2]
+    batch = normalize_images(torch.from_numpy(pixels.copy())[None].to(device))
+    batch = F.interpolate(batch, size=(image_size, image_size), mode="bilinear",
+                          align_corners=False)
+    logits = F.interpolate(model(batch).float(), size=(height, width), mode="bilinear",
+                           align_corners=False)
+    return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+
+
+def overlay(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """uint8 [H,2W,3]: the image, then the image with forest pixels tinted green."""
+    tinted = pixels.astype(np.float32)
+    forest = mask.astype(bool)
+    tinted[forest] = 0.5 * tinted[forest] + 0.5 * FOREST_TINT
+    return np.concatenate([pixels, tinted.astype(np.uint8)], axis=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m forest_seg.predict",
+                                     description="Predict forest masks with a checkpoint.")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint.pt file")
+    parser.add_argument("images", nargs="+", type=Path, help="RGB image files")
+    parser.add_argument("--out", type=Path, default=Path("predictions"))
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    args = parser.parse_args(argv)
+    print("config: " + json.dumps({k: str(v) for k, v in vars(args).items()}), flush=True)
+    device = resolve_device(args.device)
+    model, cfg = load_model(args.checkpoint, device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in args.images:
+        pixels = read_rgb(path)
+        mask = predict_mask(model, pixels, cfg.image_size, device)
+        Image.fromarray(mask * 255).save(args.out / f"{path.stem}_mask.png")
+        Image.fromarray(overlay(pixels, mask)).save(args.out / f"{path.stem}_overlay.png")
+        print(f"{path}: forest {mask.mean():.1%} -> {args.out / (path.stem + '_mask.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

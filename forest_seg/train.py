@@ -1,0 +1,282 @@
+"""Training one configuration: ``fit`` (no Ray), ``trainable`` (the Ray Tune adapter), and the
+single-run CLI.
+
+Run one training on the embedded synthetic dataset (tiny CPU settings)::
+
+    python -m forest_seg.train --image-size 64 --epochs 2 --encoder-stages 2 \\
+        --pretrained none --out out/one-run
+
+Every ``TrainConfig`` field is a flag (``--points``, ``--point-strategy``, ``--max-tiles``...).
+The run writes ``metrics.csv`` (one row per epoch), ``config.json`` and ``checkpoint.pt`` to
+``--out``; ``--resume`` continues from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .batches import SplitData, TrialData, prepare_trial_data
+from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from .cli import run_cli
+from .config import TrainConfig, add_config_arguments, config_from_args
+from .errors import ConfigError
+from .losses import partial_focal_ce
+from .metrics import SegmentationMetrics
+from .model import build_model
+
+Metrics = dict[str, Any]
+Report = Callable[[Metrics], None]
+CheckpointSink = Callable[[Metrics, dict[str, Any]], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("invalid device='cuda': no CUDA GPU is visible to this process")
+    return torch.device(name)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's total)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _epoch_order(cfg: TrainConfig, epoch: int, n: int) -> torch.Tensor:
+    """The shuffle of epoch ``epoch``: a function of (seed, epoch) only, so a resumed run
+    visits batches in the same order as an uninterrupted one."""
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    enabled = cfg.amp and device.type == "cuda"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def train_epoch(cfg, model, optimizer, train: SplitData, device, order) -> dict[str, float]:
+    """One pass over the training tiles; stops at the first non-finite loss (``diverged``)."""
+    model.train()
+    channels_last = cfg.channels_last and device.type == "cuda"
+    loss_sum, images, data_time, diverged = 0.0, 0, 0.0, False
+    wait_start = time.perf_counter()
+    for batch in train.batches(cfg.batch_size, device, order, cfg.num_workers, channels_last,
+                               drop_single=True):
+        data_time += time.perf_counter() - wait_start
+        with _autocast(cfg, device):
+            logits = model(batch.image)
+        loss = partial_focal_ce(logits, batch.labels, gamma=cfg.gamma, alpha=cfg.alpha)
+        if not torch.isfinite(loss):
+            diverged = True
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(batch.image)
+        images += len(batch.image)
+        wait_start = time.perf_counter()
+    train_loss = loss_sum / images if images and not diverged else math.nan
+    return {"train_loss": train_loss, "images": images, "data_time_s": data_time,
+            "diverged": diverged}
+
+
+@torch.no_grad()
+def evaluate(cfg, model, val: SplitData, device) -> dict[str, float]:
+    """Partial loss on the validation points and dense metrics on the validation masks."""
+    model.eval()
+    metrics = SegmentationMetrics()
+    loss_sum, labelled = 0.0, 0
+    channels_last = cfg.channels_last and device.type == "cuda"
+    for batch in val.batches(cfg.batch_size, device, None, cfg.num_workers, channels_last):
+        with _autocast(cfg, device):
+            logits = model(batch.image)
+        count = int((batch.labels != 255).sum())
+        if count:
+            loss = partial_focal_ce(logits, batch.labels, gamma=cfg.gamma, alpha=cfg.alpha)
+            loss_sum += loss.item() * count
+            labelled += count
+        metrics.update(logits.argmax(dim=1), batch.mask)
+    scores = metrics.compute()
+    val_loss = loss_sum / labelled if labelled else math.nan
+    return {"val_loss": val_loss, **{f"val_{name}": value for name, value in scores.items()}}
+
+
+def training_state(cfg, model, optimizer, epoch: int, history: list[Metrics]) -> dict[str, Any]:
+    """Everything needed to resume after ``epoch`` (see forest_seg.checkpoint)."""
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "config": cfg.to_dict(),
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng,
+        "history": [dict(row) for row in history],
+        "pretrained_source": model.pretrained_source,
+    }
+
+
+def _restore(state: dict[str, Any], model, optimizer) -> tuple[int, list[Metrics]]:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["cpu"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return int(state["epoch"]), [dict(row) for row in state["history"]]
+
+
+def fit(
+    config: TrainConfig | dict[str, Any],
+    report: Report | None = None,
+    *,
+    resume_state: dict[str, Any] | None = None,
+    on_checkpoint: CheckpointSink | None = None,
+) -> Metrics:
+    """Train one configuration and return the last epoch's metrics.
+
+    ``report(metrics)`` is called once per epoch. When ``on_checkpoint`` is given it is called
+    instead of ``report`` on checkpoint epochs (every ``checkpoint_every``, the last one, and a
+    diverged one) as ``on_checkpoint(metrics, state)``. ``resume_state`` (a loaded checkpoint)
+    continues a stopped run: the history then equals that of a run never stopped (CPU).
+    A non-finite loss ends the run with ``diverged=True``; no exception escapes.
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads or available_cpus())
+    data = prepare_trial_data(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_model(head=cfg.head, pretrained=cfg.pretrained,
+                        encoder_stages=cfg.encoder_stages).to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(cfg, model)
+    done, history = _restore(resume_state, model, optimizer) if resume_state else (0, [])
+    for epoch in range(done + 1, cfg.epochs + 1):
+        metrics = run_epoch(cfg, model, optimizer, data, device, epoch)
+        history.append(metrics)
+        due = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or metrics["diverged"]
+        if on_checkpoint is not None and due:
+            on_checkpoint(metrics, training_state(cfg, model, optimizer, epoch, history))
+        elif report is not None:
+            report(metrics)
+        if metrics["diverged"]:
+            break
+    return history[-1]
+
+
+def run_epoch(cfg, model, optimizer, data: TrialData, device, epoch: int) -> Metrics:
+    """Train and validate one epoch; returns the epoch's metrics dict."""
+    start = time.perf_counter()
+    trained = train_epoch(cfg, model, optimizer, data.train, device,
+                          _epoch_order(cfg, epoch, len(data.train)))
+    train_time = time.perf_counter() - start
+    scores = evaluate(cfg, model, data.val, device)
+    diverged = trained["diverged"] or not math.isfinite(scores["val_loss"])
+    return {
+        "epoch": epoch,
+        "train_loss": trained["train_loss"],
+        **scores,
+        "lr": optimizer.param_groups[0]["lr"],
+        "epoch_time_s": time.perf_counter() - start,
+        "images_per_s": trained["images"] / train_time if train_time > 0 else 0.0,
+        "data_time_s": trained["data_time_s"],
+        "diverged": diverged,
+        "pretrained_loaded": model.pretrained_source != "none",
+    }
+
+
+def trainable(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable: ``fit`` with per-epoch ``tune.report`` and checkpoints.
+
+    Resumes from the checkpoint Ray Tune hands it (after a failure or a resumed sweep) and
+    uses as many torch threads as CPUs the trial was given.
+    """
+    import ray
+    from ray import tune
+
+    cfg = TrainConfig.from_dict(config)
+    if cfg.threads is None:
+        assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+        cfg = cfg.replace(threads=max(1, int(assigned)))
+    resume_state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume_state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+
+    def report_with_checkpoint(metrics: Metrics, state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            save_checkpoint(Path(folder) / CHECKPOINT_FILE, state)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    fit(cfg, tune.report, resume_state=resume_state, on_checkpoint=report_with_checkpoint)
+
+
+def format_progress(metrics: Metrics, epochs: int) -> str:
+    """One progress line for an epoch."""
+    flag = "  DIVERGED" if metrics["diverged"] else ""
+    return (
+        f"epoch {metrics['epoch']}/{epochs}  train_loss {metrics['train_loss']:.4f}  "
+        f"val_loss {metrics['val_loss']:.4f}  val_miou {metrics['val_miou']:.4f}  "
+        f"val_iou {metrics['val_iou']:.4f}  {metrics['images_per_s']:.1f} img/s  "
+        f"{metrics['epoch_time_s']:.1f}s{flag}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m forest_seg.train", description="Train one configuration."
+    )
+    add_config_arguments(parser)
+    parser.add_argument("--out", type=Path, default=Path("out/train"),
+                        help="folder for metrics.csv, config.json and checkpoint.pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from --out/checkpoint.pt (same config)")
+    args = parser.parse_args(argv)
+    checkpoint_path = args.out / CHECKPOINT_FILE
+    resume_state = load_checkpoint(checkpoint_path) if args.resume else None
+    base = resume_state["config"] if resume_state else {}
+    cfg = TrainConfig.from_dict(config_from_args(args, defaults=base))
+    print("config: " + json.dumps(cfg.to_dict()), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    history = list(resume_state["history"]) if resume_state else []
+
+    def report(metrics: Metrics) -> None:
+        import pandas as pd
+
+        history.append(metrics)
+        pd.DataFrame(history).to_csv(args.out / "metrics.csv", index=False)
+        print(format_progress(metrics, cfg.epochs), flush=True)
+
+    def report_and_save(metrics: Metrics, state: dict[str, Any]) -> None:
+        save_checkpoint(checkpoint_path, state)
+        report(metrics)
+
+    final = fit(cfg, report, resume_state=resume_state, on_checkpoint=report_and_save)
+    print(f"final val_miou {final['val_miou']:.4f} (val_iou {final['val_iou']:.4f}); "
+          f"wrote {args.out / 'metrics.csv'} and {checkpoint_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,99 @@
+"""sweeps/analyze.py end to end on hand-made experiment directories."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "sweeps" / "analyze.py"
+
+
+@pytest.fixture(scope="module")
+def analyze_cli():
+    spec = importlib.util.spec_from_file_location("analyze_cli", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_grid(path: Path, stop_low_lr: bool = False) -> Path:
+    """points {0, 10, 50} x lr {1e-3, 1e-4} x seeds {0, 1}; 3 planned epochs."""
+    rows, history = [], []
+    for p, base in ((0, 0.80), (10, 0.60), (50, 0.70)):
+        for lr, shift in ((1e-3, -0.10), (1e-4, 0.0)):
+            for seed in (0, 1):
+                best = base + shift + 0.01 * seed
+                stopped = stop_low_lr and lr == 1e-3
+                epochs = 1 if stopped else 3
+                tid = f"t{len(rows):02d}"
+                rows.append({
+                    "trial_id": tid, "points": p, "lr": lr, "seed": seed,
+                    "point_strategy": "balanced", "alpha": None, "max_epochs": 3,
+                    "status": "EARLY_STOPPED" if stopped else "COMPLETED",
+                    "val_iou": best + 0.05, "val_miou": best - 0.01, "val_loss": 0.4,
+                    "best_val_iou": best + 0.06, "best_val_miou": best, "epochs": epochs,
+                    "train_time_s": 5.0 * epochs})
+                for e in range(1, epochs + 1):
+                    history.append({"trial_id": tid, "epoch": e, "train_loss": 1 / e,
+                                    "val_loss": 1 / e, "val_iou": best - 0.1 / e,
+                                    "val_miou": best - 0.1 / e, "lr": lr, "diverged": False})
+    path.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(path / "results.csv", index=False)
+    pd.DataFrame(history).to_csv(path / "history.csv", index=False)
+    return path
+
+
+def test_end_to_end_writes_report_and_pngs(analyze_cli, tmp_path, capsys):
+    exp = make_grid(tmp_path / "grid")
+    fifo = make_grid(tmp_path / "fifo")
+    asha = make_grid(tmp_path / "asha", stop_low_lr=True)
+    out = tmp_path / "report"
+    assert analyze_cli.main([str(exp), "--out", str(out),
+                             "--compare", str(asha), str(fifo)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"analyze: exp_dirs={exp} out={out} metric=best_val_miou")
+    report = (out / "report.md").read_text()
+    for name in ("miou_vs_points", "miou_vs_lr", "learning_curves"):
+        assert f"![{name}]({name}.png)" in report
+        assert (out / f"{name}.png").stat().st_size > 1000
+    assert "`asha_stops.png` skipped" in report  # every trial of `grid` completed
+    assert "## Early stopping: ASHA vs FIFO" in report
+    # FIFO 12 x 3 = 36 trial-epochs; ASHA 6 x 3 + 6 x 1 = 24 -> saved 1/3; same best config
+    assert "| saved by ASHA" in report and "33.3%" in report
+    assert "| same best" in report
+    assert "## Paired differences" in report and "points=50 better" in report
+    assert "## What this shows / does not show" in report
+    assert "## Per configuration" in printed and "## Learning-rate instability" in printed
+
+
+def test_default_out_and_metric(analyze_cli, tmp_path, capsys):
+    exp = make_grid(tmp_path / "grid", stop_low_lr=True)
+    assert analyze_cli.main([str(exp), "--metric", "val_miou"]) == 0
+    assert (exp / "analysis" / "report.md").is_file()
+    assert (exp / "analysis" / "asha_stops.png").is_file()
+    assert "metric: `val_miou`" in (exp / "analysis" / "report.md").read_text()
+    assert "metric=val_miou" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty"])
+def test_bad_dir_exits_2_with_one_line(analyze_cli, tmp_path, capsys, kind):
+    bad = tmp_path / "nope"
+    if kind == "empty":
+        bad.mkdir()
+    assert analyze_cli.main([str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(bad) in err
+    assert "Traceback" not in err
+
+
+def test_runs_as_a_script(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "missing")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: experiment "
+                                                "directory not found"]

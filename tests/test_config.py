@@ -1,0 +1,74 @@
+"""TrainConfig: the report's defaults, dict round trips, validation messages, CLI flags."""
+
+import argparse
+
+import pytest
+
+from forest_seg.config import TrainConfig, add_config_arguments, config_from_args
+from forest_seg.errors import ConfigError
+
+
+def test_defaults_are_the_reports_baseline():
+    cfg = TrainConfig()
+    assert (cfg.image_size, cfg.batch_size, cfg.epochs) == (256, 16, 10)
+    assert (cfg.optimizer, cfg.lr, cfg.points, cfg.gamma) == ("adam", 1e-4, 50, 2.0)
+    assert (cfg.split, cfg.val_fraction, cfg.data) == ("random", 0.2, None)
+
+
+def test_dict_round_trip_and_string_coercion():
+    cfg = TrainConfig.from_dict({"points": "10", "lr": "1e-3", "alpha": "none", "amp": "false",
+                                 "max_tiles": "200", "val_fraction": 0.25})
+    assert cfg.points == 10 and isinstance(cfg.points, int)
+    assert cfg.lr == pytest.approx(1e-3) and cfg.alpha is None and cfg.amp is False
+    assert cfg.max_tiles == 200
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_unknown_key_lists_the_valid_ones():
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict({"pointz": 5})
+    message = str(err.value)
+    assert "pointz" in message and "points" in message and "point_strategy" in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("points", -1), ("lr", 0), ("lr", -1e-3), ("point_strategy", "random"), ("head", "fpn"),
+     ("split", "tiles"), ("val_fraction", 0.0), ("val_fraction", 1.0), ("epochs", 0),
+     ("batch_size", 1), ("alpha", 1.5), ("points", 2.5), ("lr", "fast"), ("encoder_stages", 5),
+     ("optimizer", "sgd"), ("device", "tpu"), ("image_size", None)],
+)
+def test_invalid_values_name_the_field(field, value):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict({field: value})
+    assert str(err.value).startswith(f"invalid {field}=")
+    assert "expected" in str(err.value)
+
+
+def test_replace_validates():
+    cfg = TrainConfig().replace(points=0)
+    assert cfg.points == 0
+    with pytest.raises(ConfigError, match="lr"):
+        cfg.replace(lr=0)
+
+
+def test_every_field_is_a_dashed_flag():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--point-strategy", "forest", "--max-tiles", "64", "--no-amp",
+                              "--lr", "1e-5"])
+    values = config_from_args(args, defaults={"epochs": 3})
+    assert values == {"point_strategy": "forest", "max_tiles": "64", "amp": False, "lr": "1e-5",
+                      "epochs": 3}
+    cfg = TrainConfig.from_dict(values)
+    assert (cfg.max_tiles, cfg.amp, cfg.epochs) == (64, False, 3)
+    flags = {a.option_strings[0] for a in parser._actions if a.option_strings}
+    for name in TrainConfig.field_names():
+        assert "--" + name.replace("_", "-") in flags
+
+
+def test_choice_lists_match_the_modules_that_implement_them():
+    from forest_seg import config, model, points
+
+    assert config.POINT_STRATEGIES == points.POINT_STRATEGIES
+    assert config.HEADS == model.HEADS

@@ -1,0 +1,71 @@
+"""The predict CLI: masks at the image's own size, overlays, refusal of foreign files."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from forest_seg.checkpoint import save_checkpoint
+from forest_seg.predict import main, overlay
+from forest_seg.synthetic import make_synthetic_dataset
+from forest_seg.train import fit
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("predict")
+    data = make_synthetic_dataset(folder / "data", n=12, size=32, seed=1)
+    target = folder / "checkpoint.pt"
+    fit({"data": str(data), "image_size": 32, "batch_size": 4, "epochs": 1, "pretrained": "none",
+         "encoder_stages": 1, "device": "cpu", "threads": 1},
+        on_checkpoint=lambda metrics, state: save_checkpoint(target, state))
+    return target
+
+
+def test_writes_mask_and_overlay_at_the_images_own_size(checkpoint, tmp_path):
+    rng = np.random.default_rng(0)
+    image = tmp_path / "odd.jpg"
+    Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(image)
+    assert main(["--checkpoint", str(checkpoint), str(image), "--out", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 0
+    mask = np.asarray(Image.open(tmp_path / "o" / "odd_mask.png"))
+    assert mask.shape == (40, 50) and set(np.unique(mask)) <= {0, 255}
+    assert Image.open(tmp_path / "o" / "odd_overlay.png").size == (100, 40)
+
+
+def test_overlay_tints_only_forest_pixels():
+    pixels = np.full((1, 2, 3), 100, dtype=np.uint8)
+    result = overlay(pixels, np.array([[1, 0]], dtype=np.uint8))
+    assert result.shape == (1, 4, 3)
+    assert result[0, 2].tolist() == [50, 150, 50]  # 0.5 * 100 + 0.5 * (0, 200, 0)
+    assert result[0, 3].tolist() == [100, 100, 100]
+
+
+@pytest.mark.parametrize("content", [b"garbage", None])
+def test_refuses_files_that_are_not_our_checkpoints(tmp_path, content):
+    fake = tmp_path / "model.pt"
+    if content is None:
+        torch.save({"state_dict": {}}, fake)
+    else:
+        fake.write_bytes(content)
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image)
+    done = subprocess.run([sys.executable, "-m", "forest_seg.predict", "--checkpoint", str(fake),
+                           str(image), "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert "model.pt" in done.stderr and "not a forest-seg checkpoint" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unreadable_image_names_the_file(checkpoint, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    done = subprocess.run([sys.executable, "-m", "forest_seg.predict", "--checkpoint",
+                           str(checkpoint), str(bad), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "broken.jpg" in done.stderr
+    assert "Traceback" not in done.stderr

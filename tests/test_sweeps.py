@@ -1,0 +1,169 @@
+"""The sweep drivers: the study's trial list, smoke runs, ASHA statuses, bad requests, resume
+after a killed driver, Optuna with a persistent study, and the cluster launcher config."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from forest_seg.results import STATUSES
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "sweeps"))
+
+from grid import study_configs  # noqa: E402
+
+
+def run_driver(script, *args, timeout=600):
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "sweeps" / script), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_default_study_is_the_reports_six_configurations_plus_dense():
+    trials = study_configs([10, 50, 100, 200], [1e-3, 1e-4, 1e-5], ["balanced"], seeds=3)
+    distinct = {(t["points"], t["lr"]) for t in trials}
+    assert distinct == {(10, 1e-4), (50, 1e-4), (100, 1e-4), (200, 1e-4), (50, 1e-3),
+                        (50, 1e-5), (0, 1e-4)}
+    assert len(trials) == 7 * 3
+    assert [t["seed"] for t in trials[:7]] == [0] * 7  # seed-major
+
+
+def test_cross_strategies_and_no_dense():
+    trials = study_configs([10, 50], [1e-3, 1e-4], ["balanced", "forest"], seeds=2,
+                           dense=False, cross=True)
+    assert len(trials) == 2 * 2 * 2 * 2
+    assert {t["point_strategy"] for t in trials} == {"balanced", "forest"}
+    assert all(t["points"] > 0 for t in trials)
+
+
+def test_zero_seeds_is_an_error():
+    from forest_seg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--seeds 0"):
+        study_configs([10], [1e-4], ["balanced"], seeds=0)
+
+
+@pytest.mark.slow
+def test_grid_smoke_test_writes_results_and_history(tmp_path):
+    done = run_driver("grid.py", "--smoke-test", "--storage-path", tmp_path, "--name", "smoke")
+    assert done.returncode == 0, done.stderr[-3000:]
+    exp = tmp_path / "smoke"
+    results = pd.read_csv(exp / "results.csv")
+    history = pd.read_csv(exp / "history.csv")
+    assert sorted(results["points"]) == [0, 10, 50]
+    assert set(results["status"]) <= set(STATUSES)
+    for column in ("lr", "seed", "point_strategy", "max_epochs", "val_iou", "val_miou",
+                   "val_loss", "best_val_iou", "best_val_miou", "epochs", "train_time_s"):
+        assert column in results.columns
+    per_trial = history.groupby("trial_id")["epoch"].count()
+    assert per_trial.to_dict() == results.set_index("trial_id")["epochs"].to_dict()
+    assert (results["best_val_miou"] >= results["val_miou"]).all()
+    assert "results: " in done.stdout and str(exp / "results.csv") in done.stdout
+    table = done.stdout[done.stdout.index("val_miou"):]
+    assert all(str(p) in table for p in ("10", "50"))
+
+
+@pytest.mark.slow
+def test_asha_stops_hopeless_trials_and_fifo_does_not(tmp_path):
+    common = ["--smoke-test", "--epochs", 3, "--max-concurrent", 1, "--points", 50,
+              "--lrs", 1e-3, 1e-9, "--base-lr", 1e-3, "--no-dense", "--seeds", 2,
+              "--storage-path", tmp_path]
+    asha = run_driver("grid.py", *common, "--name", "asha", "--grace-period", 1)
+    assert asha.returncode == 0, asha.stderr[-3000:]
+    results = pd.read_csv(tmp_path / "asha" / "results.csv")
+    stopped = results[results["status"] == "EARLY_STOPPED"]
+    assert len(stopped) >= 1 and (stopped["epochs"] < 3).all()
+    fifo = run_driver("grid.py", *common, "--name", "fifo", "--scheduler", "fifo")
+    assert fifo.returncode == 0, fifo.stderr[-3000:]
+    fifo_results = pd.read_csv(tmp_path / "fifo" / "results.csv")
+    assert set(fifo_results["status"]) == {"COMPLETED"} and (fifo_results["epochs"] == 3).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "culprit"),
+    [(["--gpus-per-trial", "1"], "--gpus-per-trial 1"),
+     (["--points", "-5"], "points=-5"),
+     (["--strategies", "clicks"], "point_strategy='clicks'"),
+     (["--data", "/nonexistent/forest"], "/nonexistent/forest")],
+)
+def test_impossible_or_bad_requests_fail_at_once(tmp_path, args, culprit):
+    done = run_driver("grid.py", "--smoke-test", "--storage-path", tmp_path, *args, timeout=180)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert culprit in lines[-1] and "Traceback" not in done.stderr
+
+
+def _trial_result_lines(exp: Path) -> dict[str, int]:
+    return {d.name: len((d / "result.json").read_text().splitlines())
+            for d in exp.iterdir() if (d / "result.json").is_file()}
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+    args = [sys.executable, str(ROOT / "sweeps" / "grid.py"), "--smoke-test", "--epochs", "3",
+            "--max-concurrent", "1", "--seeds", "2", "--scheduler", "fifo",
+            "--storage-path", str(tmp_path), "--name", "killed"]
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=env, start_new_session=True)
+    exp = tmp_path / "killed"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once a trial has finished and another has started
+        if (exp / "results.csv").is_file() and (exp / "history.csv").is_file():
+            history = pd.read_csv(exp / "history.csv")
+            if history["trial_id"].nunique() >= 2:
+                break
+        time.sleep(0.5)
+    else:
+        driver.kill()
+        pytest.fail("the sweep never got to a second trial")
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=60)
+    finished_before = pd.read_csv(exp / "results.csv")["trial_id"].tolist()
+    lines_before = _trial_result_lines(exp)
+    assert 1 <= len(finished_before) < 6
+
+    done = run_driver("grid.py", *args[2:], "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = pd.read_csv(exp / "results.csv")
+    assert len(results) == 6 and results["trial_id"].is_unique
+    assert set(results["status"]) == {"COMPLETED"}
+    lines_after = _trial_result_lines(exp)
+    for trial_dir, count in lines_before.items():
+        if any(trial_id in trial_dir for trial_id in finished_before):
+            assert lines_after[trial_dir] == count  # a finished trial was not rerun
+    history = pd.read_csv(exp / "history.csv")
+    assert history.groupby("trial_id")["epoch"].apply(list).map(lambda e: e == [1, 2, 3]).all()
+
+
+@pytest.mark.slow
+def test_optuna_search_leaves_a_study_optuna_can_load(tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    done = run_driver("optuna_search.py", "--smoke-test", "--num-trials", 3,
+                      "--study-storage", url, "--storage-path", tmp_path, "--name", "tpe")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = pd.read_csv(tmp_path / "tpe" / "results.csv")
+    assert len(results) == 3
+    assert results["points"].between(5, 400).all() and results["lr"].between(1e-6, 1e-2).all()
+    study = optuna.load_study(study_name="tpe", storage=url)
+    assert len(study.trials) == 3
+    assert {t.params["points"] for t in study.trials} == set(results["points"])
+
+
+def test_cluster_yaml_passes_rays_launcher_validation():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    validate_config(prepare_config(config))
+    workers = config["available_node_types"]["gpu_worker"]
+    assert workers["max_workers"] >= 1
+    assert any("pip install -e" in c for c in config["setup_commands"])

@@ -1,0 +1,210 @@
+"""fit(): determinism, resume equivalence, divergence, reporting; trainable(); the train CLI."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from forest_seg import train as train_module
+from forest_seg.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from forest_seg.config import TrainConfig
+from forest_seg.data import load_tiles, split_indices
+from forest_seg.synthetic import make_synthetic_dataset
+from forest_seg.train import fit, trainable
+
+TIMING_KEYS = {"epoch_time_s", "images_per_s", "data_time_s"}
+REPORTED_KEYS = {
+    "epoch", "train_loss", "val_loss", "val_iou", "val_miou", "val_dice", "val_precision",
+    "val_recall", "val_accuracy", "lr", "epoch_time_s", "images_per_s", "data_time_s",
+    "diverged", "pretrained_loaded",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_synthetic_dataset(tmp_path_factory.mktemp("tiny"), n=24, size=32, seed=3)
+
+
+@pytest.fixture
+def tiny_cfg(tiny_data) -> TrainConfig:
+    return TrainConfig(
+        data=str(tiny_data), image_size=32, batch_size=8, epochs=3, points=20, lr=1e-3,
+        encoder_stages=1, pretrained="none", device="cpu", threads=1, seed=7,
+    )
+
+
+def without_timing(history):
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
+
+
+def run(cfg, **kwargs):
+    history = []
+    final = fit(cfg, history.append, **kwargs)
+    return final, history
+
+
+def test_reports_every_epoch_with_the_contract_metrics(tiny_cfg):
+    final, history = run(tiny_cfg)
+    assert [m["epoch"] for m in history] == [1, 2, 3]
+    assert final == history[-1]
+    for metrics in history:
+        assert REPORTED_KEYS <= set(metrics)
+        assert 0.0 <= metrics["val_miou"] <= 1.0 and 0.0 <= metrics["val_iou"] <= 1.0
+        assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"])
+        assert metrics["diverged"] is False and metrics["pretrained_loaded"] is False
+        assert metrics["lr"] == pytest.approx(1e-3)
+        assert metrics["images_per_s"] > 0 and metrics["data_time_s"] >= 0
+    # 24 tiles, 20% validation -> 19 training tiles: 8 + 8 + 3 per epoch, all trained on.
+    assert history[0]["train_loss"] != history[-1]["train_loss"]
+
+
+def test_same_config_twice_gives_the_same_history(tiny_cfg):
+    cfg = tiny_cfg.replace(epochs=2)
+    assert without_timing(run(cfg)[1]) == without_timing(run(cfg)[1])
+    other_seed = without_timing(run(cfg.replace(seed=8))[1])
+    assert other_seed != without_timing(run(cfg)[1])
+
+
+def test_resumed_run_ends_with_the_same_history(tiny_cfg, tmp_path):
+    _, uninterrupted = run(tiny_cfg)
+
+    states = []
+    first_epoch = []
+    with pytest.raises(KeyboardInterrupt):
+        def stop_after_first(metrics, state):
+            save_checkpoint(tmp_path / CHECKPOINT_FILE, state)
+            first_epoch.append(metrics)
+            raise KeyboardInterrupt  # the process dies right after checkpoint 1
+        fit(tiny_cfg, on_checkpoint=stop_after_first)
+    state = load_checkpoint(tmp_path / CHECKPOINT_FILE)
+    assert state["epoch"] == 1 and state["config"] == tiny_cfg.to_dict()
+
+    resumed = []
+    fit(tiny_cfg, resumed.append, resume_state=state,
+        on_checkpoint=lambda metrics, s: (resumed.append(metrics), states.append(s)))
+    assert [m["epoch"] for m in resumed] == [2, 3]
+    assert without_timing(first_epoch + resumed) == without_timing(uninterrupted)
+    assert without_timing(states[-1]["history"]) == without_timing(uninterrupted)
+
+
+def test_checkpoint_every_controls_when_states_are_made(tiny_cfg):
+    saved, plain = [], []
+    fit(tiny_cfg.replace(checkpoint_every=2), plain.append,
+        on_checkpoint=lambda metrics, state: saved.append(state["epoch"]))
+    assert saved == [2, 3]  # every 2nd epoch and always the last
+    assert [m["epoch"] for m in plain] == [1]
+
+
+def test_absurd_learning_rate_diverges_cleanly(tiny_cfg):
+    final, history = run(tiny_cfg.replace(lr=1e35, epochs=5))
+    assert final["diverged"] is True
+    assert history[-1] is final and len(history) < 5  # the trial ended at divergence
+    assert all(m["diverged"] is False for m in history[:-1])
+
+
+def test_dense_supervision_trains_on_every_pixel(tiny_cfg, monkeypatch):
+    seen = []
+    original = train_module.partial_focal_ce
+
+    def spy(logits, labels, **kwargs):
+        seen.append(int((labels != 255).sum()))
+        return original(logits, labels, **kwargs)
+
+    monkeypatch.setattr(train_module, "partial_focal_ce", spy)
+    run(tiny_cfg.replace(points=0, epochs=1))
+    assert seen[0] == 8 * 32 * 32  # first training batch: 8 tiles, every pixel labelled
+
+
+def test_points_are_fixed_for_the_whole_run(tiny_cfg, monkeypatch):
+    calls = []
+    original = train_module.prepare_trial_data
+    monkeypatch.setattr(train_module, "prepare_trial_data",
+                        lambda cfg: calls.append(cfg) or original(cfg))
+    run(tiny_cfg)
+    assert len(calls) == 1  # labels drawn once per trial, not per epoch
+
+
+def test_trainable_checkpoints_and_resumes_through_tune(tiny_cfg, tmp_path, monkeypatch):
+    from ray import tune
+
+    reports = []
+
+    def fake_report(metrics, checkpoint=None):
+        saved = None
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                saved = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+        reports.append((metrics, saved))
+
+    monkeypatch.setattr(tune, "report", fake_report)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
+    trainable(tiny_cfg.replace(epochs=2, checkpoint_every=1).to_dict())
+    assert [m["epoch"] for m, _ in reports] == [1, 2]
+    assert all(state is not None and state["epoch"] == m["epoch"] for m, state in reports)
+
+    first = reports[0][1]
+    folder = tmp_path / "from-tune"
+    save_checkpoint(folder / CHECKPOINT_FILE, first)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(folder))
+    reports.clear()
+    trainable(tiny_cfg.replace(epochs=2, checkpoint_every=1).to_dict())
+    assert [m["epoch"] for m, _ in reports] == [2]  # epoch 1 came from the checkpoint
+
+
+def test_checkpoint_files_load_safely(tiny_cfg, tmp_path):
+    target = tmp_path / "bad.pt"
+    target.write_bytes(b"not a checkpoint")
+    from forest_seg.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        load_checkpoint(target)
+    torch.save({"model": {}}, target)
+    with pytest.raises(CheckpointError, match="not a forest-seg checkpoint"):
+        load_checkpoint(target)
+
+
+def test_cli_writes_metrics_and_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "forest_seg.train", "--data", str(tiny_data), "--image-size",
+           "32", "--batch-size", "8", "--epochs", "2", "--encoder-stages", "1", "--pretrained",
+           "none", "--device", "cpu", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("config: {")
+    assert "epoch 1/2" in done.stdout and "epoch 2/2" in done.stdout
+    import pandas as pd
+
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2]
+    assert load_checkpoint(out / CHECKPOINT_FILE)["epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "culprit"),
+    [(["--points", "-3"], "points=-3"), (["--data", "/nonexistent/forest"], "/nonexistent/forest"),
+     (["--point-strategy", "clicks"], "point_strategy")],
+)
+def test_cli_bad_input_is_one_clear_line(args, culprit, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "forest_seg.train", "--out", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and culprit in lines[0] and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_dense_run_on_real_tiles_beats_the_all_forest_baseline(real_sample):
+    cfg = TrainConfig(data=str(real_sample), image_size=32, batch_size=16, epochs=4, points=0,
+                      lr=1e-3, encoder_stages=2, pretrained="none", device="cpu", seed=0,
+                      gamma=0.0)
+    tiles = load_tiles(real_sample, 32)
+    _, val_idx = split_indices(tiles.scenes, seed=0)
+    forest_share = float(np.mean(tiles.masks[val_idx]))
+    all_forest_miou = forest_share / 2  # forest IoU = forest share, non-forest IoU = 0
+    final, history = run(cfg)
+    best = max(m["val_miou"] for m in history)
+    assert best > all_forest_miou + 0.1, (best, all_forest_miou)
