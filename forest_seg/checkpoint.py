@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -33,23 +33,30 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (tensors on the CPU).
 
-    Raises CheckpointError naming the file when it is missing, not a torch file, would need
-    code execution to load, or is not one of ours.
+    ``path`` may be the file or the folder holding ``checkpoint.pt``. Raises CheckpointError
+    naming the file when it is missing, not a torch file, would need code execution to load,
+    or is not one of ours.
     """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_FILE
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
+    with open(path, "rb") as stream:
+        return read_checkpoint(stream, str(path))
+
+
+def read_checkpoint(stream: BinaryIO, name: str) -> dict[str, Any]:
+    """Read a checkpoint from an open binary stream; ``name`` names it in errors."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(stream, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for foreign or corrupt files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(
-            f"{path} is not a forest-seg checkpoint (cannot be read safely: {reason})"
+            f"{name} is not a forest-seg checkpoint (cannot be read safely: {reason})"
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"{path} is not a forest-seg checkpoint (expected format {CHECKPOINT_FORMAT!r})"
+            f"{name} is not a forest-seg checkpoint (expected format {CHECKPOINT_FORMAT!r})"
         )
     return state

@@ -122,10 +122,9 @@ def fixed_config(args: argparse.Namespace, preset: str) -> dict[str, Any]:
     before any trial starts, and gives the trials an absolute path.
     """
     names = [n for n in TrainConfig.field_names() if n not in SWEPT_FIELDS]
-    values = config_from_args(args, names, defaults=PRESETS[preset])
-    TrainConfig.from_dict(values)
-    values["data"] = str(resolve_data_root(values.get("data")).resolve())
-    return values
+    values = TrainConfig.from_dict(config_from_args(args, names, PRESETS[preset])).to_dict()
+    values["data"] = str(resolve_data_root(values["data"]).resolve())
+    return {name: values[name] for name in names}
 
 
 def experiment_dir(args: argparse.Namespace, driver: str) -> tuple[str, str]:
@@ -163,22 +162,35 @@ def results_table(results: pd.DataFrame) -> str:
     return table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
+def make_scheduler(args: argparse.Namespace, epochs: int):
+    """ASHA on val mIoU (``--grace-period``, ``--reduction-factor``) or FIFO."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if args.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(max_t=epochs, grace_period=args.grace_period,
+                         reduction_factor=args.reduction_factor)
+
+
 def run_sweep(args, driver: str, points: list[dict[str, Any]] | None = None,
               space: dict[str, Any] | None = None, search_alg=None,
-              num_samples: int | None = None) -> pd.DataFrame | None:
+              num_samples: int | None = None, scheduler=None) -> pd.DataFrame | None:
     """Run (or ``--resume``) a sweep; returns the results frame written to results.csv
     (None when the experiment lives on a remote URI).
 
     Either ``points``, explicit trial configs (a grid), or ``space``, Ray Tune distributions
-    over swept fields that ``search_alg`` samples ``num_samples`` times.
+    over swept fields that ``search_alg`` samples ``num_samples`` times. ``scheduler``
+    replaces the ``--scheduler`` choice (e.g. Population Based Training).
     """
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
     from forest_seg.train import trainable
     from results_files import ResultsFiles
 
+    # Snapshot the experiment state every second (Ray's default: every >= 10 s), so a driver
+    # killed right after a trial finished does not rerun that trial on --resume.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     start_ray(args.address)
     nodes = cluster_nodes()
     preset = choose_preset(args, nodes)
@@ -200,11 +212,7 @@ def run_sweep(args, driver: str, points: list[dict[str, Any]] | None = None,
         if points is not None:
             search_alg = BasicVariantGenerator(points_to_evaluate=points)
             num_samples = len(points)
-        if args.scheduler == "asha":
-            scheduler = ASHAScheduler(max_t=fixed["epochs"], grace_period=args.grace_period,
-                                      reduction_factor=args.reduction_factor)
-        else:
-            scheduler = FIFOScheduler()
+        scheduler = scheduler or make_scheduler(args, fixed["epochs"])
         tuner = tune.Tuner(
             runnable,
             param_space={**fixed, **{k: TrainConfig.__dataclass_fields__[k].default

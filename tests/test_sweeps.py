@@ -1,6 +1,7 @@
 """The sweep drivers: the study's trial list, smoke runs, ASHA statuses, bad requests, resume
 after a killed driver, Optuna with a persistent study, and the cluster launcher config."""
 
+import json
 import os
 import signal
 import subprocess
@@ -100,8 +101,10 @@ def test_impossible_or_bad_requests_fail_at_once(tmp_path, args, culprit):
     assert culprit in lines[-1] and "Traceback" not in done.stderr
 
 
-def _trial_result_lines(exp: Path) -> dict[str, int]:
-    return {d.name: len((d / "result.json").read_text().splitlines())
+def _result_timestamps(exp: Path) -> dict[str, list[float]]:
+    """Ray's own per-result timestamps of each trial folder."""
+    return {d.name: [json.loads(line)["timestamp"] for line in
+                     (d / "result.json").read_text().splitlines() if line.strip()]
             for d in exp.iterdir() if (d / "result.json").is_file()}
 
 
@@ -125,9 +128,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
         driver.kill()
         pytest.fail("the sweep never got to a second trial")
     os.killpg(driver.pid, signal.SIGKILL)
+    killed_at = time.time()
     driver.wait(timeout=60)
     finished_before = pd.read_csv(exp / "results.csv")["trial_id"].tolist()
-    lines_before = _trial_result_lines(exp)
     assert 1 <= len(finished_before) < 6
 
     done = run_driver("grid.py", *args[2:], "--resume")
@@ -135,10 +138,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     results = pd.read_csv(exp / "results.csv")
     assert len(results) == 6 and results["trial_id"].is_unique
     assert set(results["status"]) == {"COMPLETED"}
-    lines_after = _trial_result_lines(exp)
-    for trial_dir, count in lines_before.items():
-        if any(trial_id in trial_dir for trial_id in finished_before):
-            assert lines_after[trial_dir] == count  # a finished trial was not rerun
+    rerun = [folder for folder, stamps in _result_timestamps(exp).items()
+             if any(t in folder for t in finished_before) and max(stamps) > killed_at]
+    assert rerun == []  # no trial finished before the kill reported anything after it
     history = pd.read_csv(exp / "history.csv")
     assert history.groupby("trial_id")["epoch"].apply(list).map(lambda e: e == [1, 2, 3]).all()
 
