@@ -18,9 +18,11 @@ from .errors import ConfigError
 SPLITS = ("random", "scene")
 OPTIMIZERS = ("adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
-# Kept in step with forest_seg.points.POINT_STRATEGIES and forest_seg.model.HEADS; the config
-# module imports neither so that reading a config never imports torch.
-POINT_STRATEGIES = ("balanced", "uniform", "forest")
+LR_SCHEDULES = ("constant", "cosine", "onecycle", "plateau")  # see forest_seg.schedules
+# Kept in step with forest_seg.points.POINT_STRATEGIES, forest_seg.model.HEADS and
+# forest_seg.schedules.LR_SCHEDULES (a test checks it); the config module imports none of
+# them so that reading a config never imports torch.
+POINT_STRATEGIES = ("balanced", "uniform", "forest", "spread", "boundary")
 HEADS = ("linear", "unet")
 
 
@@ -34,8 +36,10 @@ class TrainConfig:
     split: str = "random"  # "random" (the report) or "scene" (no scene on both sides)
     val_fraction: float = 0.2
     points: int = 50  # labelled points per training image; 0 = dense masks (upper bound)
-    point_strategy: str = "balanced"  # "balanced", "uniform" or "forest" (the report's)
+    point_strategy: str = "balanced"  # balanced, uniform, forest (the report's), spread, boundary
     lr: float = 1e-4
+    lr_schedule: str = "constant"  # "constant" (the report), "cosine", "onecycle", "plateau"
+    warmup_epochs: int = 0  # linear lr warm-up epochs before the schedule
     optimizer: str = "adam"  # "adam" or "adamw"
     weight_decay: float = 0.0
     batch_size: int = 16
@@ -96,10 +100,18 @@ class TrainConfig:
             "point_strategy", self.point_strategy, f"one of {', '.join(POINT_STRATEGIES)}",
         )
         _check(self.lr > 0, "lr", self.lr, "a number > 0")
+        _check(
+            self.lr_schedule in LR_SCHEDULES,
+            "lr_schedule", self.lr_schedule, f"one of {', '.join(LR_SCHEDULES)}",
+        )
         _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, " or ".join(OPTIMIZERS))
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
         _check(self.batch_size >= 2, "batch_size", self.batch_size, "an integer >= 2")
         _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _check(
+            0 <= self.warmup_epochs < self.epochs,
+            "warmup_epochs", self.warmup_epochs, "an integer >= 0 and below epochs",
+        )
         _check(self.gamma >= 0, "gamma", self.gamma, "a number >= 0")
         _check(
             self.alpha is None or 0 <= self.alpha <= 1, "alpha", self.alpha, "none or in [0, 1]"

@@ -2,28 +2,43 @@
 
 Label convention: ``0`` non-forest, ``1`` forest, :data:`IGNORE_INDEX` (255) unlabelled.
 
-A strategy is a function ``(flat_mask, n_forest, n_points, generator) -> flat indices``
-(``flat_mask`` [H*W] in {0, 1}, ``n_forest`` its number of 1s; int64 indices, no repeats)
-registered in ``_STRATEGIES``; adding one there adds it to :data:`POINT_STRATEGIES`, which
-other modules validate against.
+A strategy is a function ``(mask, n_forest, n_points, generator) -> flat indices``
+(``mask`` [H, W] contiguous integer in {0, 1}, ``n_forest`` its number of 1s; int64 indices into
+``mask.view(-1)``, no repeats) registered in ``_STRATEGIES``; adding one there adds it to
+:data:`POINT_STRATEGIES`, which other modules validate against. The spatial strategies
+(``spread``, ``boundary``) need the 2-D shape; the others use the flattened mask.
 
-Sampling is without replacement and exact, yet its cost grows with ``n_points`` rather than with
-the tile size (see :func:`_draw`): labelling 5,000 tiles of 256x256 takes a second or two.
+Sampling is without replacement and exact. For ``balanced``, ``uniform`` and ``forest`` its cost
+grows with ``n_points`` rather than with the tile size (see :func:`_draw`): labelling 5,000 tiles
+of 256x256 takes a second or two on one core. ``spread`` and ``boundary`` add a few O(H*W)
+passes per tile (cell sums, a max-pool dilation; their geometry lives in
+:mod:`forest_seg.points_spatial`): a few seconds more.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
+from forest_seg import points_spatial as spatial
 from forest_seg.errors import ConfigError
 
 IGNORE_INDEX = 255
 """Label of unlabelled pixels; the losses and metrics skip it. Fits in uint8."""
+
+BOUNDARY_SHARE = 0.5
+"""``boundary`` strategy: at least ``ceil(BOUNDARY_SHARE * n)`` of the ``n`` points lie in the
+edge band (all of the band when it holds fewer pixels)."""
+
+BOUNDARY_WIDTH = 3
+"""``boundary`` strategy: the edge band is the pixels whose Chebyshev distance to a pixel of the
+other class is at most this many pixels (so a straight edge gives a band ``2 * 3`` pixels wide)."""
 
 
 def _draw(
@@ -58,15 +73,23 @@ def _draw(
     return found[torch.randperm(found.numel(), generator=generator, device=device)[:k]]
 
 
+def _split(k: int, want_forest: int, n_forest: int, n_other: int) -> tuple[int, int]:
+    """(forest, non-forest) counts for ``k`` points aiming at ``want_forest`` forest ones, with
+    ``n_forest`` / ``n_other`` pixels available: a short class is topped up by the other, so the
+    two add up to ``min(k, n_forest + n_other)``."""
+    k_forest = min(max(want_forest, 0), k, n_forest)
+    k_other = min(k - k_forest, n_other)
+    return min(k - k_other, n_forest), k_other
+
+
 def _balanced(
-    flat: torch.Tensor, n_forest: int, n_points: int, generator: torch.Generator | None
+    mask: torch.Tensor, n_forest: int, n_points: int, generator: torch.Generator | None
 ) -> torch.Tensor:
     """``n // 2`` forest points and the rest (so the odd one) non-forest; a short class is topped
     up by the other, so ``min(n, H*W)`` points in all."""
+    flat = mask.reshape(-1)
     n_other = flat.numel() - n_forest
-    k_forest = min(n_points // 2, n_forest)
-    k_other = min(n_points - k_forest, n_other)
-    k_forest = min(n_points - k_other, n_forest)
+    k_forest, k_other = _split(n_points, n_points // 2, n_forest, n_other)
     return torch.cat(
         (
             _draw(flat, 1, n_forest, k_forest, generator),
@@ -76,17 +99,85 @@ def _balanced(
 
 
 def _uniform(
-    flat: torch.Tensor, n_forest: int, n_points: int, generator: torch.Generator | None
+    mask: torch.Tensor, n_forest: int, n_points: int, generator: torch.Generator | None
 ) -> torch.Tensor:
     """``min(n, H*W)`` pixels uniformly, whatever their class."""
+    flat = mask.reshape(-1)
     return _draw(flat, None, flat.numel(), min(n_points, flat.numel()), generator)
 
 
 def _forest(
-    flat: torch.Tensor, n_forest: int, n_points: int, generator: torch.Generator | None
+    mask: torch.Tensor, n_forest: int, n_points: int, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Forest pixels only (the original report's choice): ``min(n, forest pixels)`` points."""
-    return _draw(flat, 1, n_forest, min(n_points, n_forest), generator)
+    return _draw(mask.reshape(-1), 1, n_forest, min(n_points, n_forest), generator)
+
+
+def _spread(
+    mask: torch.Tensor, n_forest: int, n_points: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """One point in each of ``k = min(n, H*W)`` random cells of a near-square grid of
+    ``rows x cols >= k`` cells (see :func:`~forest_seg.points_spatial.grid_shape`),
+    class-balanced as far as those cells allow (see :func:`sample_points`)."""
+    (height, width), device = mask.shape, mask.device
+    k = min(n_points, height * width)
+    if k == 0:
+        return torch.empty(0, dtype=torch.int64, device=device)
+    rows, cols = spatial.grid_shape(k, height, width)
+    cells = torch.randperm(rows * cols, generator=generator, device=device)[:k]
+    row_edges = spatial.grid_edges(height, rows, device)
+    col_edges = spatial.grid_edges(width, cols, device)
+    row, col = cells // cols, cells % cols
+    box = torch.stack((row_edges[row], row_edges[row + 1], col_edges[col], col_edges[col + 1]), 1)
+    forest = spatial.cell_sums(mask, row_edges, col_edges).view(-1)[cells]
+    area = (box[:, 1] - box[:, 0]) * (box[:, 3] - box[:, 2])
+    pure_forest, mixed = forest == area, (forest > 0) & (forest < area)
+    n_pure, n_mixed = int(pure_forest.sum()), int(mixed.sum())
+    # as close to k // 2 forest points as the cells allow: pure cells give their class, the first
+    # mixed cells (in the random order of ``cells``) give forest, the later ones non-forest
+    k_mixed_forest = min(max(k // 2, n_pure), n_pure + n_mixed) - n_pure
+    cls = pure_forest | (mixed & (mixed.cumsum(0) <= k_mixed_forest))
+    return spatial.pick_in_cells(mask, box, cls.long(), generator)
+
+
+def _boundary(
+    mask: torch.Tensor, n_forest: int, n_points: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """``ceil(BOUNDARY_SHARE * k)`` points in the edge band, half per class there, and the rest
+    over the tile's other unlabelled pixels; see :func:`sample_points`.
+
+    The class counts equal ``balanced``'s: the band takes at most ``k // 2`` forest points (more
+    only if the band lacked non-forest pixels, impossible with an edge), so the rest can aim at
+    ``k // 2 - band forest`` and top up the same way.
+    """
+    flat = mask.reshape(-1)
+    size = flat.numel()
+    if n_forest in (0, size):  # no edge
+        return _balanced(mask, n_forest, n_points, generator)
+    k = min(n_points, size)
+    # codes: 0/1 non-forest/forest off the band, 2/3 non-forest/forest in the band
+    code = flat + 2 * spatial.edge_band(mask, BOUNDARY_WIDTH).reshape(-1)
+    band_forest = int((code == 3).sum())
+    band_other = int((code == 2).sum())
+    k_band = min(math.ceil(BOUNDARY_SHARE * k), band_forest + band_other)
+    edge_forest, edge_other = _split(k_band, k_band // 2, band_forest, band_other)
+    edge = torch.cat(
+        (
+            _draw(code, 3, band_forest, edge_forest, generator),
+            _draw(code, 2, band_other, edge_other, generator),
+        )
+    )
+    rest = flat.clone()
+    rest[edge] = 2  # taken: neither class any more
+    left_forest, left_other = n_forest - edge_forest, size - n_forest - edge_other
+    k_forest, k_other = _split(k - len(edge), k // 2 - edge_forest, left_forest, left_other)
+    return torch.cat(
+        (
+            edge,
+            _draw(rest, 1, left_forest, k_forest, generator),
+            _draw(rest, 0, left_other, k_other, generator),
+        )
+    )
 
 
 _Strategy = Callable[[torch.Tensor, int, int, torch.Generator | None], torch.Tensor]
@@ -94,10 +185,12 @@ _STRATEGIES: dict[str, _Strategy] = {
     "balanced": _balanced,
     "uniform": _uniform,
     "forest": _forest,
+    "spread": _spread,
+    "boundary": _boundary,
 }
 
 POINT_STRATEGIES: tuple[str, ...] = tuple(_STRATEGIES)
-"""Valid ``strategy`` names: ``("balanced", "uniform", "forest")``."""
+"""Valid ``strategy`` names: ``("balanced", "uniform", "forest", "spread", "boundary")``."""
 
 
 def _check_request(n_points: int, strategy: str) -> int:
@@ -124,6 +217,22 @@ def _check_mask_values(masks: torch.Tensor, name: str) -> None:
             raise ValueError(f"{name}: expected values in {{0, 1}}, got values in [{low}, {high}]")
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch's CPU ops on the calling thread only, restoring the thread count after.
+
+    One tile's ops are too small to share: intra-op threads only add wake-ups, which on a busy
+    machine cost milliseconds per op (2 threads made ``spread`` and ``boundary`` 10-20 times
+    slower on a loaded 2-core machine). GPU work is unaffected.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def sample_points(
     mask: torch.Tensor,
     n_points: int,
@@ -143,6 +252,20 @@ def sample_points(
             ``uniform``: ``min(n, H*W)`` pixels uniformly at random.
             ``forest``: forest pixels only, hence ``min(n, forest pixels)`` labels (none on a tile
             without forest).
+            ``spread``: ``k = min(n, H*W)`` points, one in each of k distinct random cells of a
+            near-square grid of ``rows x cols >= k`` cells (``rows <= H``, ``cols <= W``, fewer
+            than ``cols`` cells left empty). Guarantee: at most one point per cell, so any
+            ``H // rows`` x ``W // cols`` window holds at most 4 points; no bound on the
+            distance between points of adjacent cells. Cells of one class give that class;
+            mixed cells give forest or non-forest so that the forest count is as close to
+            ``k // 2`` as the chosen cells allow; the pixel is uniform among the cell's pixels
+            of its class.
+            ``boundary``: ``ceil(BOUNDARY_SHARE * k)`` points (at most the whole band) in the edge
+            band, the pixels within Chebyshev distance :data:`BOUNDARY_WIDTH` of the other
+            class, ``balanced`` among the band's two classes; the rest uniformly among the
+            pixels not yet labelled (the band included), per class so that the tile's class
+            counts are exactly ``balanced``'s. Without an edge (a single-class tile) the points
+            are drawn as ``balanced``. Exactly ``k`` labels.
         generator: torch generator on ``mask``'s device; the same seed gives the same points.
             ``None`` uses torch's global RNG.
 
@@ -160,7 +283,8 @@ def sample_points(
     _check_mask_values(mask, "mask")
     flat = mask.reshape(-1).long()
     labels = torch.full_like(flat, IGNORE_INDEX)
-    idx = _STRATEGIES[strategy](flat, int(flat.sum()), n, generator)
+    with _one_thread():
+        idx = _STRATEGIES[strategy](flat.view(mask.shape), int(flat.sum()), n, generator)
     labels[idx] = flat[idx]
     return labels.view(mask.shape)
 
@@ -217,13 +341,15 @@ def sample_points_batch(
     if len(ids) != count:
         raise ValueError(f"tile_ids: expected {count} ids (one per mask), got {len(ids)}")
     flat = masks.reshape(count, -1).to(device="cpu", dtype=torch.uint8)
+    tiles = flat.view(masks.shape)
     labels = torch.full_like(flat, IGNORE_INDEX)
     # one reduction for all tiles; numpy's, as torch's integer row sums are many times slower
     n_forest = flat.numpy().sum(axis=1, dtype=np.int64).tolist()
     sample = _STRATEGIES[strategy]
     generator = torch.Generator()
-    for i, tile_id in enumerate(ids):
-        generator.manual_seed(_tile_seed(seed, int(tile_id)))
-        idx = sample(flat[i], n_forest[i], n, generator)
-        labels[i, idx] = flat[i, idx]
+    with _one_thread():
+        for i, tile_id in enumerate(ids):
+            generator.manual_seed(_tile_seed(seed, int(tile_id)))
+            idx = sample(tiles[i], n_forest[i], n, generator)
+            labels[i, idx] = flat[i, idx]
     return labels.view(masks.shape)

@@ -1,18 +1,25 @@
-"""Point-annotation simulation: counts, classes, reproducibility, batch labelling."""
+"""Point-annotation simulation: counts, classes, spacing, edges, reproducibility, batches."""
 
+import math
 import time
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from forest_seg import points_spatial
 from forest_seg.errors import ConfigError
 from forest_seg.points import (
+    BOUNDARY_SHARE,
+    BOUNDARY_WIDTH,
     IGNORE_INDEX,
     POINT_STRATEGIES,
+    _tile_seed,
     sample_points,
     sample_points_batch,
 )
+from forest_seg.points_spatial import edge_band, grid_shape
 
 
 def gen(seed: int) -> torch.Generator:
@@ -35,8 +42,9 @@ MASK_20 = (torch.arange(64) < 20).long().reshape(8, 8)
 
 
 def test_strategy_names_and_ignore_index():
-    assert POINT_STRATEGIES == ("balanced", "uniform", "forest")
+    assert POINT_STRATEGIES == ("balanced", "uniform", "forest", "spread", "boundary")
     assert IGNORE_INDEX == 255
+    assert (BOUNDARY_SHARE, BOUNDARY_WIDTH) == (0.5, 3)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +62,16 @@ def test_strategy_names_and_ignore_index():
         ("forest", 7, 7),
         ("forest", 20, 20),
         ("forest", 50, 20),  # only 20 forest pixels exist
+        ("spread", 0, 0),
+        ("spread", 7, 7),
+        ("spread", 63, 63),
+        ("spread", 64, 64),
+        ("spread", 1000, 64),
+        ("boundary", 0, 0),
+        ("boundary", 7, 7),
+        ("boundary", 63, 63),
+        ("boundary", 64, 64),
+        ("boundary", 1000, 64),
     ],
 )
 def test_exact_count_and_values(strategy, n, expected):
@@ -108,6 +126,7 @@ def test_uniform_draws_both_classes_in_proportion():
         ("forest", 4, 64),  # few points in a large class: the rejection-sampling path
         ("forest", 30, 64),  # a large share of the class: the enumeration path
         ("uniform", 4, 128),
+        ("spread", 4, 128),  # 2x2 cells of 8x4 pixels, one point in each, uniform inside
     ],
 )
 def test_every_eligible_pixel_is_drawn_about_equally_often(strategy, n, pool):
@@ -124,6 +143,215 @@ def test_every_eligible_pixel_is_drawn_about_equally_often(strategy, n, pool):
     chi2 = float(((hits - expected) ** 2 / expected).sum())
     # chi-square with pool - 1 degrees of freedom: mean ~pool, far above that means bias
     assert chi2 < 2 * pool, (chi2, hits)
+
+
+# --- spread ----------------------------------------------------------------------------------
+
+
+def test_cell_sums_and_edges_cover_the_tile():
+    mask = (torch.rand(13, 11, generator=gen(2)) < 0.5).long()
+    rows, cols = points_spatial.grid_edges(13, 3, "cpu"), points_spatial.grid_edges(11, 4, "cpu")
+    assert rows.tolist() == [0, 4, 8, 13] and cols.tolist() == [0, 2, 5, 8, 11]
+    sums = points_spatial.cell_sums(mask, rows, cols)
+    for i in range(3):
+        for j in range(4):
+            cell = mask[rows[i] : rows[i + 1], cols[j] : cols[j + 1]]
+            assert sums[i, j] == cell.sum()
+
+
+def points_per_cell(points: torch.Tensor, cell_h: int, cell_w: int) -> torch.Tensor:
+    """Labelled pixels per cell of a regular grid of ``cell_h`` x ``cell_w`` cells."""
+    h, w = points.shape
+    sel = labelled(points).reshape(h // cell_h, cell_h, w // cell_w, cell_w)
+    return sel.sum(dim=(1, 3))
+
+
+@pytest.mark.parametrize(
+    ("k", "height", "width", "grid"),
+    [(4, 16, 16, (2, 2)), (16, 16, 16, (4, 4)), (3, 16, 16, (2, 2)), (6, 12, 8, (3, 2)),
+     (50, 256, 256, (7, 8)), (200, 256, 256, (14, 15)), (64, 8, 8, (8, 8)), (5, 1, 9, (1, 5))],
+)  # fmt: skip
+def test_spread_grid_is_near_square_and_has_room_for_every_point(k, height, width, grid):
+    assert grid_shape(k, height, width) == grid
+    for m in range(1, height * width + 1, max(1, height * width // 97)):
+        rows, cols = grid_shape(m, height, width)
+        assert rows <= height and cols <= width
+        assert 0 <= rows * cols - m < cols  # room for all, fewer than a row of spare cells
+
+
+@pytest.mark.parametrize(
+    ("shape", "n", "cell"),
+    [
+        ((16, 16), 4, (8, 8)),  # 2x2 grid: one point per quadrant
+        ((16, 16), 16, (4, 4)),  # 4x4 grid
+        ((12, 8), 6, (4, 4)),  # 3 rows x 2 cols on a tall tile
+    ],
+)
+def test_spread_puts_one_point_in_every_cell_when_n_fills_the_grid(shape, n, cell):
+    mask = (torch.rand(shape, generator=gen(7)) < 0.5).long()
+    for seed in range(20):
+        per_cell = points_per_cell(sample_points(mask, n, "spread", generator=gen(seed)), *cell)
+        assert (per_cell == 1).all(), per_cell
+
+
+def test_spread_leaves_spare_cells_empty_never_doubled():
+    # n = 3 on 16x16: a 2x2 grid, so three quadrants get one point and one gets none
+    mask = torch.zeros(16, 16, dtype=torch.int64)
+    empty = set()
+    for seed in range(40):
+        per_cell = points_per_cell(sample_points(mask, 3, "spread", generator=gen(seed)), 8, 8)
+        assert sorted(per_cell.flatten().tolist()) == [0, 1, 1, 1]
+        empty.add(int(per_cell.flatten().argmin()))
+    assert empty == {0, 1, 2, 3}  # the empty quadrant is random
+
+
+def min_distance(points: torch.Tensor) -> float:
+    xy = labelled(points).nonzero().double()
+    return float((torch.cdist(xy, xy) + 1e9 * torch.eye(len(xy))).min())
+
+
+def test_spread_points_are_rarely_close_unlike_uniform_ones():
+    mask = torch.zeros(16, 16, dtype=torch.int64)
+    mask[:, :4] = 1
+
+    def close_share(strategy: str) -> float:
+        draws = [sample_points(mask, 4, strategy, generator=gen(s)) for s in range(200)]
+        return sum(min_distance(p) < 4 for p in draws) / len(draws)
+
+    # 4 points on 16x16: a uniform draw has two within distance 4 about 60 % of the time,
+    # one point per quadrant only when two neighbours sit by their shared border (~10 %)
+    assert close_share("uniform") > 0.45
+    assert close_share("spread") < 0.25
+
+
+def test_spread_balances_classes_through_mixed_cells():
+    checker = (torch.arange(16)[:, None] + torch.arange(16)) % 2  # every cell holds both classes
+    for seed in range(10):
+        assert class_counts(sample_points(checker, 9, "spread", generator=gen(seed))) == (4, 5)
+        assert class_counts(sample_points(checker, 16, "spread", generator=gen(seed))) == (8, 8)
+    # forest in columns 0-3 only (25 %): both left quadrants are mixed and give forest
+    left = torch.zeros(16, 16, dtype=torch.int64)
+    left[:, :4] = 1
+    for seed in range(10):
+        points = sample_points(left, 4, "spread", generator=gen(seed))
+        assert class_counts(points) == (2, 2)
+        assert (points[:, 8:] != 1).all()
+    # ...but with a 4x4 grid the forest fills just the first cell column, pure forest: the
+    # cells allow 4 forest points, not 8
+    assert class_counts(sample_points(left, 16, "spread", generator=gen(0))) == (4, 12)
+
+
+@pytest.mark.parametrize("rejection_rounds", [None, 0])
+def test_spread_finds_a_scarce_class_in_its_cell_uniformly(rejection_rounds, monkeypatch):
+    # the top-left quadrant holds just 2 forest pixels out of 64, the only forest of the tile;
+    # it must give the forest point, each of the two about equally often. The default first
+    # tries a few random candidates per cell; 0 rounds goes straight to enumerating the cell.
+    if rejection_rounds is not None:
+        monkeypatch.setattr(points_spatial, "_PICK_ROUNDS", rejection_rounds)
+    mask = torch.zeros(16, 16, dtype=torch.int64)
+    mask[2, 2] = mask[5, 3] = 1
+    hits = {(2, 2): 0, (5, 3): 0}
+    for seed in range(200):
+        points = sample_points(mask, 4, "spread", generator=gen(seed))
+        assert class_counts(points) == (1, 3)
+        hits[tuple((points == 1).nonzero()[0].tolist())] += 1
+    assert 70 < hits[(2, 2)] < 130, hits
+
+
+@pytest.mark.parametrize("value", [0, 1])
+@pytest.mark.parametrize("strategy", ["spread", "boundary"])
+def test_single_class_tiles_get_all_points(strategy, value):
+    mask = torch.full((16, 16), value)
+    for n, expected in [(0, 0), (10, 10), (300, 256)]:
+        points = sample_points(mask, n, strategy, generator=gen(0))
+        assert int(labelled(points).sum()) == expected
+        assert (points[labelled(points)] == value).all()
+
+
+# --- boundary --------------------------------------------------------------------------------
+
+# forest in columns 0-7, non-forest in 8-15: the edge band is columns 5-7 (forest) and 8-10
+EDGE_MASK = torch.zeros(16, 16, dtype=torch.int64)
+EDGE_MASK[:, :8] = 1
+
+
+@pytest.mark.parametrize(("n", "band_forest", "band_other"), [(10, 2, 3), (7, 2, 2), (4, 1, 1)])
+def test_boundary_puts_its_share_near_the_edge_and_stays_balanced(n, band_forest, band_other):
+    assert BOUNDARY_WIDTH == 3  # the band below is columns 8 - 3 .. 7 + 3
+    k_band = band_forest + band_other  # ceil(BOUNDARY_SHARE * n)
+    off_band = 0
+    for seed in range(50):
+        points = sample_points(EDGE_MASK, n, "boundary", generator=gen(seed))
+        band = points[:, 5:11]
+        assert int(labelled(band).sum()) >= k_band >= BOUNDARY_SHARE * n
+        assert int((band == 1).sum()) >= band_forest and int((band == 0).sum()) >= band_other
+        assert class_counts(points) == (n // 2, n - n // 2)  # the rest tops up to balanced
+        off_band += int(labelled(points).sum() - labelled(band).sum())
+    # the rest is drawn over the whole tile: off the band (10 of 16 columns) most of the time
+    expected_off = 50 * (n - k_band) * 10 / 16
+    assert 0.6 * expected_off < off_band <= 50 * (n - k_band)
+
+
+def test_boundary_band_is_a_chebyshev_square_around_a_lone_pixel():
+    # one non-forest pixel at (8, 8) in a forest tile: the band is the 7x7 square around it
+    mask = torch.ones(16, 16, dtype=torch.int64)
+    mask[8, 8] = 0
+    for seed in range(20):
+        points = sample_points(mask, 10, "boundary", generator=gen(seed))
+        # band share 5 = the lone non-forest pixel + 4 forest pixels of the square (topping
+        # up the short class); the rest wants 5 - 4 = 1 forest and 4 non-forest, of which
+        # there are none left, so 5 forest
+        assert points[8, 8] == 0
+        assert int(labelled(points[5:12, 5:12]).sum()) >= 5
+        assert class_counts(points) == (9, 1)
+    # more points than the band holds: the whole band (49 pixels) is labelled
+    points = sample_points(mask, 200, "boundary", generator=gen(0))
+    assert labelled(points[5:12, 5:12]).all() and class_counts(points) == (199, 1)
+
+
+def test_edge_band_matches_max_pool2d_dilation():
+    for seed, shape in enumerate([(16, 16), (37, 23), (5, 64), (1, 9), (64, 64)]):
+        mask = (torch.rand(shape, generator=gen(seed)) < 0.03 + 0.9 * (seed % 2)).long()
+        mask.view(-1)[0], mask.view(-1)[-1] = 0, 1  # both classes, so an edge
+        classes = torch.stack((mask.float(), 1 - mask.float()))
+        near = F.max_pool2d(classes, 2 * BOUNDARY_WIDTH + 1, 1, BOUNDARY_WIDTH)
+        expected = torch.where(mask.bool(), near[1], near[0]) > 0
+        assert expected.any()
+        assert torch.equal(edge_band(mask, BOUNDARY_WIDTH), expected)
+
+
+@pytest.mark.parametrize("value", [0, 1])
+def test_boundary_without_an_edge_falls_back_to_balanced(value):
+    mask = torch.full((16, 16), value)
+    for seed in range(5):
+        assert torch.equal(
+            sample_points(mask, 10, "boundary", generator=gen(seed)),
+            sample_points(mask, 10, "balanced", generator=gen(seed)),
+        )
+
+
+def test_spatial_strategies_keep_their_guarantees_on_random_shapes():
+    g = gen(123)
+    for it in range(40):
+        h, w = torch.randint(1, 30, (2,), generator=g).tolist()
+        mask = (torch.rand(h, w, generator=g) < float(torch.rand(1, generator=g))).long()
+        n = int(torch.randint(0, h * w + 3, (1,), generator=g)) if it % 2 else 2 + it % 9
+        k = min(n, h * w)
+        spread = labelled(sample_points(mask, n, "spread", generator=gen(it)))
+        assert int(spread.sum()) == k
+        if k:  # at most one point per cell of the documented grid
+            rows, cols = grid_shape(k, h, w)
+            ys, xs = spread.nonzero(as_tuple=True)
+            # the cell of row y: the last i with i * h // rows <= y
+            cell = ((ys + 1) * rows - 1) // h * cols + ((xs + 1) * cols - 1) // w
+            assert len(set(cell.tolist())) == k
+        points = sample_points(mask, n, "boundary", generator=gen(it))
+        assert class_counts(points) == class_counts(
+            sample_points(mask, n, "balanced", generator=gen(it))
+        )
+        band = edge_band(mask, BOUNDARY_WIDTH)
+        expected = min(math.ceil(BOUNDARY_SHARE * k), int(band.sum()))
+        assert int(labelled(points)[band].sum()) >= expected
 
 
 @pytest.mark.parametrize("strategy", POINT_STRATEGIES)
@@ -193,6 +421,15 @@ def test_batch_dtype_counts_and_values(strategy):
     assert counts == expected
 
 
+@pytest.mark.parametrize("strategy", POINT_STRATEGIES)
+def test_batch_tile_equals_sample_points_with_the_tile_generator(strategy):
+    masks = random_masks(3, size=24)
+    points = sample_points_batch(masks, 20, strategy, seed=5, tile_ids=[4, 0, 9])
+    for i, tile_id in enumerate([4, 0, 9]):
+        alone = sample_points(masks[i], 20, strategy, generator=gen(_tile_seed(5, tile_id)))
+        assert torch.equal(points[i].long(), alone)
+
+
 def test_batch_accepts_numpy_and_is_reproducible():
     masks = random_masks(4)
     points = sample_points_batch(masks.numpy(), 8, seed=3)
@@ -238,11 +475,13 @@ def test_batch_bad_shapes_raise():
         sample_points_batch(np.full((2, 4, 4), 3, dtype=np.uint8), 3)
 
 
-def test_batch_cost_does_not_scale_with_tile_area_times_points():
+@pytest.mark.parametrize("strategy", ["balanced", "spread", "boundary"])
+def test_batch_cost_does_not_scale_with_tile_area_times_points(strategy):
     masks = random_masks(300, size=256)
     start = time.perf_counter()
-    points = sample_points_batch(masks, 200, "balanced", seed=0)
+    points = sample_points_batch(masks, 200, strategy, seed=0)
     elapsed = time.perf_counter() - start
     assert int(labelled(points).sum()) == 300 * 200
-    # ~0.1 s on a laptop core; the bound leaves room for a loaded CI machine
+    # ~0.1 s (balanced) to ~0.7 s (boundary) on a laptop core; the bound leaves room for a
+    # loaded CI machine
     assert elapsed < 5.0, elapsed
