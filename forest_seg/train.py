@@ -14,6 +14,7 @@ The run writes ``metrics.csv`` (one row per epoch), ``config.json`` and ``checkp
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -27,13 +28,14 @@ from typing import Any
 import torch
 
 from .batches import SplitData, TrialData, prepare_trial_data
-from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_FILE, load_checkpoint, read_checkpoint, save_checkpoint
 from .cli import run_cli
 from .config import TrainConfig, add_config_arguments, config_from_args
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .losses import partial_focal_ce
 from .metrics import SegmentationMetrics
 from .model import build_model
+from .schedules import lr_for_epoch
 
 Metrics = dict[str, Any]
 Report = Callable[[Metrics], None]
@@ -152,11 +154,13 @@ def fit(
 ) -> Metrics:
     """Train one configuration and return the last epoch's metrics.
 
-    ``report(metrics)`` is called once per epoch. When ``on_checkpoint`` is given it is called
-    instead of ``report`` on checkpoint epochs (every ``checkpoint_every``, the last one, and a
-    diverged one) as ``on_checkpoint(metrics, state)``. ``resume_state`` (a loaded checkpoint)
-    continues a stopped run: the history then equals that of a run never stopped (CPU).
-    A non-finite loss ends the run with ``diverged=True``; no exception escapes.
+    ``report(metrics)`` is called once per epoch. Each epoch's lr comes from
+    ``cfg.lr_schedule`` (forest_seg.schedules) and is reported as ``lr``. When
+    ``on_checkpoint`` is given it is called instead of ``report`` on checkpoint epochs (every
+    ``checkpoint_every``, the last one, and a diverged one) as ``on_checkpoint(metrics, state)``.
+    ``resume_state`` (a loaded checkpoint) continues a stopped run: the history then equals
+    that of a run never stopped (CPU). A non-finite loss ends the run with ``diverged=True``;
+    no exception escapes.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     device = resolve_device(cfg.device)
@@ -171,6 +175,8 @@ def fit(
     optimizer = make_optimizer(cfg, model)
     done, history = _restore(resume_state, model, optimizer) if resume_state else (0, [])
     for epoch in range(done + 1, cfg.epochs + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_for_epoch(cfg, epoch, history)
         metrics = run_epoch(cfg, model, optimizer, data, device, epoch)
         history.append(metrics)
         due = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or metrics["diverged"]
@@ -207,7 +213,8 @@ def run_epoch(cfg, model, optimizer, data: TrialData, device, epoch: int) -> Met
 def trainable(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: ``fit`` with per-epoch ``tune.report`` and checkpoints.
 
-    Resumes from the checkpoint Ray Tune hands it (after a failure or a resumed sweep) and
+    Resumes from the newest of the checkpoint Ray Tune hands it (after a failure, a resumed
+    sweep or a PBT exploit) and the trial's own newest checkpoint in its storage folder, and
     uses as many torch threads as CPUs the trial was given.
     """
     import ray
@@ -217,18 +224,67 @@ def trainable(config: dict[str, Any]) -> None:
     if cfg.threads is None:
         assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         cfg = cfg.replace(threads=max(1, int(assigned)))
-    resume_state = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            resume_state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
 
     def report_with_checkpoint(metrics: Metrics, state: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(Path(folder) / CHECKPOINT_FILE, state)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    fit(cfg, tune.report, resume_state=resume_state, on_checkpoint=report_with_checkpoint)
+    fit(cfg, tune.report, resume_state=_resume_state(tune.get_checkpoint()),
+        on_checkpoint=report_with_checkpoint)
+
+
+def _resume_state(handed) -> dict[str, Any] | None:
+    """The state to resume a Tune trial from, or None to start afresh.
+
+    Ray hands over the checkpoint recorded in its experiment snapshot, which is taken about
+    once a second: after a killed driver it can lag behind the trial's newest checkpoint (or
+    be missing). So the trial's own folder is read too and the newer state wins. A checkpoint
+    from another trial's folder (a PBT exploit) is taken as handed.
+    """
+    state = None
+    if handed is not None:
+        with handed.as_directory() as folder:
+            state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+    own_folder = _trial_storage()
+    if own_folder is None or (handed is not None and not handed.path.startswith(own_folder[1])):
+        return state
+    for candidate in _checkpoints_in(*own_folder):
+        if state is None or candidate["epoch"] > state["epoch"]:
+            state = candidate
+    return state
+
+
+def _trial_storage():
+    """(pyarrow filesystem, folder) of the current Tune trial's storage, or None."""
+    try:  # Ray's storage context is internal; without it Ray's own checkpoint is used
+        from ray.train._internal.session import get_session
+
+        storage = get_session().storage
+        return storage.storage_filesystem, storage.trial_fs_path
+    except Exception:
+        return None
+
+
+def _checkpoints_in(filesystem, folder: str) -> list[dict[str, Any]]:
+    """The readable checkpoints in ``folder``'s ``checkpoint_*`` subfolders (a half-written
+    one, from a process killed mid-save, is skipped)."""
+    import pyarrow.fs
+
+    states = []
+    entries = filesystem.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
+    for entry in entries:
+        if entry.type != pyarrow.fs.FileType.Directory or not entry.base_name.startswith(
+            "checkpoint_"
+        ):
+            continue
+        path = f"{entry.path}/{CHECKPOINT_FILE}"
+        try:
+            with filesystem.open_input_file(path) as stream:
+                states.append(read_checkpoint(io.BytesIO(stream.read()), path))
+        except (OSError, CheckpointError):
+            continue
+    return states
 
 
 def format_progress(metrics: Metrics, epochs: int) -> str:

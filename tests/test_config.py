@@ -36,7 +36,8 @@ def test_unknown_key_lists_the_valid_ones():
     [("points", -1), ("lr", 0), ("lr", -1e-3), ("point_strategy", "random"), ("head", "fpn"),
      ("split", "tiles"), ("val_fraction", 0.0), ("val_fraction", 1.0), ("epochs", 0),
      ("batch_size", 1), ("alpha", 1.5), ("points", 2.5), ("lr", "fast"), ("encoder_stages", 5),
-     ("optimizer", "sgd"), ("device", "tpu"), ("image_size", None)],
+     ("optimizer", "sgd"), ("device", "tpu"), ("image_size", None), ("lr_schedule", "step"),
+     ("warmup_epochs", 10)],
 )
 def test_invalid_values_name_the_field(field, value):
     with pytest.raises(ConfigError) as err:
@@ -68,7 +69,8 @@ def test_every_field_is_a_dashed_flag():
 
 
 def test_choice_lists_match_the_modules_that_implement_them():
-    from forest_seg import config, model, points
+    from forest_seg import config, model, points, schedules
 
     assert config.POINT_STRATEGIES == points.POINT_STRATEGIES
     assert config.HEADS == model.HEADS
+    assert config.LR_SCHEDULES == schedules.LR_SCHEDULES

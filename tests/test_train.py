@@ -208,3 +208,32 @@ def test_dense_run_on_real_tiles_beats_the_all_forest_baseline(real_sample):
     final, history = run(cfg)
     best = max(m["val_miou"] for m in history)
     assert best > all_forest_miou + 0.1, (best, all_forest_miou)
+
+
+def test_resume_prefers_the_trials_newest_checkpoint_on_disk(tmp_path, monkeypatch):
+    """A killed driver's snapshot may hand an older checkpoint (or none) than the trial saved."""
+    import pyarrow.fs
+    from ray import tune
+
+    own = tmp_path / "trial"
+    for index, epoch in enumerate([1, 2]):
+        save_checkpoint(own / f"checkpoint_00000{index}" / CHECKPOINT_FILE,
+                        {"epoch": epoch, "history": []})
+    (own / "checkpoint_000002").mkdir()
+    (own / "checkpoint_000002" / CHECKPOINT_FILE).write_bytes(b"half-written")
+    monkeypatch.setattr(train_module, "_trial_storage",
+                        lambda: (pyarrow.fs.LocalFileSystem(), str(own)))
+    assert train_module._resume_state(None)["epoch"] == 2
+    stale = tune.Checkpoint.from_directory(own / "checkpoint_000000")
+    assert train_module._resume_state(stale)["epoch"] == 2
+
+    donor = tmp_path / "other-trial" / "checkpoint_000000"
+    save_checkpoint(donor / CHECKPOINT_FILE, {"epoch": 1, "history": []})
+    exploit = tune.Checkpoint.from_directory(donor)
+    assert train_module._resume_state(exploit)["epoch"] == 1  # a PBT exploit is taken as is
+
+
+def test_reported_lr_follows_the_schedule(tiny_cfg):
+    _, history = run(tiny_cfg.replace(lr_schedule="cosine", warmup_epochs=1))
+    # warm-up epoch 1: lr/2; then cosine over 2 epochs: lr, lr * 0.5 * (1 + cos(pi / 2))
+    assert [m["lr"] for m in history] == pytest.approx([5e-4, 1e-3, 5e-4])
