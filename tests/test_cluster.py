@@ -26,10 +26,9 @@ def _wait_for_two_running_trials(history: Path, deadline: float) -> bool:
 
 @pytest.mark.slow
 def test_sweep_survives_losing_a_worker_node(tmp_path):
+    import grid
     import ray
     from ray.cluster_utils import Cluster
-
-    import grid
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = cluster.add_node(num_cpus=1)

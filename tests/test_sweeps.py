@@ -169,3 +169,17 @@ def test_cluster_yaml_passes_rays_launcher_validation():
     workers = config["available_node_types"]["gpu_worker"]
     assert workers["max_workers"] >= 1
     assert any("pip install -e" in c for c in config["setup_commands"])
+
+
+@pytest.mark.slow
+def test_pbt_smoke_test_records_each_trials_lr_path(tmp_path):
+    done = run_driver("pbt.py", "--smoke-test", "--epochs", 4, "--population", 2,
+                      "--storage-path", tmp_path, "--name", "pbt")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = pd.read_csv(tmp_path / "pbt" / "results.csv")
+    history = pd.read_csv(tmp_path / "pbt" / "history.csv")
+    assert len(results) == 2 and set(results["status"]) <= set(STATUSES)
+    assert results["lr"].between(1e-5, 1e-2).all()
+    paths = history.groupby("trial_id")["lr"].apply(list)
+    assert paths.map(len).eq(4).all()  # one lr per epoch, per trial
+    assert any(len(set(path)) > 1 for path in paths)  # an exploit changed a trial's lr

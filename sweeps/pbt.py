@@ -1,0 +1,79 @@
+"""Population Based Training over the learning rate (and optionally the focal gamma).
+
+    python sweeps/pbt.py --population 8 --perturbation-interval 2
+    python sweeps/pbt.py --mutate-gamma --points 50 --seed 0
+    python sweeps/pbt.py --smoke-test
+
+A population of trials starts from log-uniform lrs in [1e-5, 1e-2]; every
+--perturbation-interval epochs (synchronously) the worst quarter copies the checkpoint of a
+top-quarter trial and continues with a perturbed lr (x0.8 or x1.2, or a fresh draw). Each
+trial's lr path is in history.csv (the `lr` column, one row per epoch); results.csv holds the
+trial's final lr.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+
+from common import build_parser, run_sweep
+from forest_seg.cli import run_cli
+from forest_seg.errors import ConfigError
+
+LR_RANGE = (1e-5, 1e-2)
+GAMMAS = [0.0, 1.0, 2.0, 3.0]
+
+
+def make_pbt(interval: int, mutate_gamma: bool):
+    """Ray Tune's PopulationBasedTraining on val mIoU over lr (and gamma).
+
+    Synchronous: every member reaches the perturbation epoch before the bottom quarter copies
+    a top-quarter checkpoint, so no member clones one that has already finished (which makes
+    its lr path end early) and each history row's lr is the one that trained that epoch.
+    """
+    from ray import tune
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    mutations = {"lr": tune.loguniform(*LR_RANGE)}
+    if mutate_gamma:
+        mutations["gamma"] = GAMMAS
+    return PopulationBasedTraining(time_attr="training_iteration",
+                                   perturbation_interval=interval,
+                                   hyperparam_mutations=mutations, quantile_fraction=0.25,
+                                   resample_probability=0.25, synch=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    parser = build_parser("python sweeps/pbt.py", "Population Based Training over lr.")
+    pbt = parser.add_argument_group("population based training")
+    pbt.add_argument("--population", type=int, default=None, help="trials (default 8)")
+    pbt.add_argument("--perturbation-interval", type=int, default=None,
+                     help="epochs between exploit/explore steps (default 2; smoke 1)")
+    pbt.add_argument("--mutate-gamma", action="store_true", help="also perturb focal gamma")
+    pbt.add_argument("--points", type=int, default=50, help="points per image of every trial")
+    pbt.add_argument("--point-strategy", default="balanced")
+    pbt.add_argument("--seed", type=int, default=0, help="trial seed (tiles, split, init)")
+    pbt.add_argument("--pbt-seed", type=int, default=0,
+                     help="seed of the initial lr draws and of PBT's choices")
+    args = parser.parse_args(argv)
+    population = args.population or (2 if args.smoke_test else 8)
+    interval = args.perturbation_interval or (1 if args.smoke_test else 2)
+    if population < 2 or interval < 1:
+        raise ConfigError(f"invalid --population {population} / --perturbation-interval "
+                          f"{interval}: expected >= 2 trials and >= 1 epoch")
+    random.seed(args.pbt_seed)  # PBT draws its exploit/explore choices from `random`
+    space = {"lr": tune.loguniform(*LR_RANGE), "points": args.points,
+             "point_strategy": args.point_strategy, "seed": args.seed}
+    if args.mutate_gamma:
+        space["gamma"] = tune.choice(GAMMAS)
+    run_sweep(args, "pbt", space=space, num_samples=population,
+              search_alg=BasicVariantGenerator(random_state=args.pbt_seed),
+              scheduler=None if args.resume else make_pbt(interval, args.mutate_gamma))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
