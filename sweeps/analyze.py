@@ -5,13 +5,25 @@ Run::
     python sweeps/analyze.py runs/grid                       # writes runs/grid/analysis/
     python sweeps/analyze.py runs/points runs/lr --out report --metric val_miou
     python sweeps/analyze.py runs/grid_asha --compare runs/grid_asha runs/grid_fifo
+    python sweeps/analyze.py runs/grid-20240101-120000 runs/pbt-20240102-090000  # methods
 
-Each EXP_DIR is a directory written by ``sweeps/grid.py`` or ``sweeps/optuna_search.py``
-(``results.csv`` + ``history.csv``, or only Ray Tune's trial folders after a crash). Several
-directories are pooled (configurations are matched across them). The tables are printed and
-written with the plots (PNG) to ``OUT/report.md``. ``--compare ASHA_DIR FIFO_DIR`` adds the
-early-stopping study: trial-epochs ASHA saved, whether both pick the same best configuration and
-the regret in the metric if not. Bad input ends with exit status 2 and one line on stderr.
+Each EXP_DIR is a directory written by ``sweeps/grid.py``, ``sweeps/optuna_search.py`` or
+``sweeps/pbt.py`` (``results.csv`` + ``history.csv``, or only Ray Tune's trial folders after a
+crash). Several directories are pooled (configurations are matched across them). The tables are
+printed and written with the plots (PNG) to ``OUT/report.md``. ``--compare ASHA_DIR FIFO_DIR``
+adds the early-stopping study: trial-epochs ASHA saved, whether both pick the same best
+configuration and the regret in the metric if not. Bad input ends with exit status 2 and one
+line on stderr.
+
+Sections that appear when the data calls for them:
+
+- point strategies at equal point counts, paired by seed, when ``point_strategy`` varies;
+- methods at an equal trial-epoch budget, when the trials hold several methods: a method is
+  the experiment's kind, read from its directory name (``grid-*``, ``pbt-*``, ``optuna-*``;
+  other names are ``run``), split by ``lr_schedule`` when a kind uses several. Each method's
+  trials are replayed in trial_id (launch) order up to the smallest method's trial-epochs;
+  see ``forest_seg.analysis.methods`` for the approximation this makes;
+- ``lr_paths.png`` (lr per epoch and trial) when some trial's lr changed (PBT, schedules).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from forest_seg.analysis.load import (
     trial_keys,
     varying_columns,
 )
+from forest_seg.analysis.methods import method_labels
 from forest_seg.analysis.stats import DENSE_POINTS, config_ids, summarize
 
 STATUS_COLOURS = {"COMPLETED": "tab:green", "EARLY_STOPPED": "tab:orange",
@@ -207,12 +208,47 @@ def plot_asha_stops(trials: pd.DataFrame, path: str | Path) -> Plot:
             ax.axvline(planned, ls="--", color="black", lw=1)
     from matplotlib.patches import Patch
 
-
     seen = [s for s in STATUS_COLOURS if (ordered["status"] == s).any()]
     ax.legend(handles=[Patch(color=STATUS_COLOURS[s], label=s) for s in seen],
               fontsize="small", loc="lower right")
     ax.set_xlabel("epochs reached (dashed: planned)")
     ax.set_title("Where each trial stopped")
+    return _save(fig, path, name)
+
+
+def plot_lr_paths(trials: pd.DataFrame, epochs: pd.DataFrame | None, path: str | Path) -> Plot:
+    """The lr of every trial by epoch (log y), coloured by method (PBT, schedules, grid).
+
+    Drawn only when some trial's lr changes across epochs (a PBT perturbation, a schedule or
+    a warm-up); history rows of trials without a results row are left out."""
+    name, path = "lr_paths", Path(path)
+    if epochs is None or epochs.empty or "lr" not in epochs.columns:
+        return Plot(name, None, "no per-epoch lr in the history")
+    keys = [k for k in trial_keys(trials) if k in epochs.columns]
+    data = epochs[[*keys, "epoch", "lr"]].assign(lr=pd.to_numeric(epochs["lr"], errors="coerce"))
+    data = data[np.isfinite(data["lr"]) & (data["lr"] > 0)]
+    data = data.merge(trials[keys].assign(_method=method_labels(trials)), on=keys)
+    if data.empty:
+        return Plot(name, None, "no positive per-epoch lr for any trial of results")
+    if not (data.groupby(keys)["lr"].nunique() > 1).any():
+        return Plot(name, None, "no trial's lr changes across epochs")
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    methods = sorted(data["_method"].unique())
+    fig = _figure(7, 4.5)
+    ax = fig.add_subplot()
+    for _, trial in data.groupby(keys, sort=True):
+        trial = trial.sort_values("epoch")
+        colour = f"C{methods.index(trial['_method'].iloc[0]) % 10}"
+        ax.plot(trial["epoch"], trial["lr"], marker=".", lw=1, alpha=0.7, color=colour)
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate (log scale)")
+    ax.set_title("Learning rate per epoch, a line per trial")
+    ax.legend(handles=[Line2D([], [], color=f"C{i % 10}", marker=".", label=m)
+                       for i, m in enumerate(methods)], fontsize="small")
     return _save(fig, path, name)
 
 
@@ -225,4 +261,5 @@ def make_plots(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str |
         plot_miou_vs_lr(trials, out / "miou_vs_lr.png", metric),
         plot_learning_curves(trials, epochs, out / "learning_curves.png"),
         plot_asha_stops(trials, out / "asha_stops.png"),
+        plot_lr_paths(trials, epochs, out / "lr_paths.png"),
     ]

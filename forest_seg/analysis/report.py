@@ -9,9 +9,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from forest_seg.analysis.load import format_value, trial_keys, varying_columns
+from forest_seg.analysis.load import format_value, norm_value, trial_keys, varying_columns
+from forest_seg.analysis.methods import (
+    compare_methods,
+    method_labels,
+    method_notes,
+    methods_for_report,
+)
 from forest_seg.analysis.plots import Plot, make_plots
 from forest_seg.analysis.stats import (
+    DENSE_POINTS,
     METRICS,
     comparison_table,
     lr_instability,
@@ -95,8 +102,9 @@ def summary_for_report(summary: pd.DataFrame, metrics: Sequence[str]) -> pd.Data
     return out
 
 
-def _notes(summary: pd.DataFrame, diffs: pd.DataFrame, metric: str) -> list[str]:
-    """Plain-language lines on what the tables show and do not show."""
+def _notes(summary: pd.DataFrame, diffs: dict[str, pd.DataFrame], metric: str) -> list[str]:
+    """Plain-language lines on what the tables show and do not show; ``diffs`` maps a factor
+    (``points``, ``point_strategy``) to its paired differences."""
     notes = []
     single = summary[summary["inconclusive"]]
     if len(single):
@@ -106,9 +114,19 @@ def _notes(summary: pd.DataFrame, diffs: pd.DataFrame, metric: str) -> list[str]
             "told apart from seed-to-seed noise (two identical runs can differ by ~0.015 mIoU): "
             "their numbers show what one run gave, not what the configuration gives. Run more "
             "seeds before ranking them.")
+    for factor, frame in diffs.items():
+        notes.extend(_pair_notes(frame, factor, metric))
+    notes.append("Intervals cover seed-to-seed variation on this data and split only; they do "
+                 "not say how the results carry over to other datasets, splits or training "
+                 "lengths.")
+    return notes
+
+
+def _pair_notes(diffs: pd.DataFrame, factor: str, metric: str) -> list[str]:
+    notes = []
     for _, d in diffs.iterrows():
         where = f" ({d['group']})" if d["group"] else ""
-        pair = f"points={format_value(d['a'])} vs points={format_value(d['b'])}{where}"
+        pair = f"{factor}={format_value(d['a'])} vs {factor}={format_value(d['b'])}{where}"
         if d["verdict"] == "within noise":
             notes.append(
                 f"{pair}: difference {d['mean_diff']:+.4f} in {metric}, 95% CI "
@@ -122,9 +140,6 @@ def _notes(summary: pd.DataFrame, diffs: pd.DataFrame, metric: str) -> list[str]
             notes.append(
                 f"{pair}: {d['verdict']} (difference {d['mean_diff']:+.4f}, 95% CI "
                 f"[{d['ci_lo']:+.4f}, {d['ci_hi']:+.4f}], {d['n_pairs']} paired seeds).")
-    notes.append("Intervals cover seed-to-seed variation on this data and split only; they do "
-                 "not say how the results carry over to other datasets, splits or training "
-                 "lengths.")
     return notes
 
 
@@ -139,7 +154,11 @@ def _unfinished(trials: pd.DataFrame, epochs: pd.DataFrame | None) -> int:
 
 @dataclass
 class Analysis:
-    """Everything :func:`analyze` computed; ``markdown`` is the report text."""
+    """Everything :func:`analyze` computed; ``markdown`` is the report text.
+
+    ``strategy_differences`` is None when ``point_strategy`` does not vary among the point
+    trials; ``methods`` is None when the trials hold a single method (see
+    :mod:`~forest_seg.analysis.methods`)."""
 
     summary: pd.DataFrame
     differences: pd.DataFrame
@@ -150,6 +169,22 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     markdown: str = ""
     sections: list[tuple[str, str]] = field(default_factory=list)
+    strategy_differences: pd.DataFrame | None = None
+    methods: pd.DataFrame | None = None
+
+
+def _strategies_vary(trials: pd.DataFrame) -> bool:
+    if "point_strategy" not in trials.columns:
+        return False
+    pointed = trials
+    if "points" in trials.columns:
+        pointed = trials[trials["points"].map(norm_value) != DENSE_POINTS]
+    return "point_strategy" in varying_columns(pointed, ["point_strategy"])
+
+
+def _diff_table(diffs: pd.DataFrame) -> str:
+    shown = diffs[[c for c in diffs.columns if c != "group"]]
+    return to_markdown(shown, formats=config_formats(shown, "n_pairs"))
 
 
 def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Path,
@@ -158,17 +193,28 @@ def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Pa
     """Compute the tables, write the PNGs and ``report.md`` into ``out_dir``.
 
     ``comparison`` is the dict of :func:`~forest_seg.analysis.stats.compare_early_stopping`
-    (optional). Returns an :class:`Analysis`; ``sections`` holds (title, markdown) pairs in
-    report order, for printing.
+    (optional). The point-strategy differences appear when ``point_strategy`` varies among
+    trials with points; the method comparison at equal trial-epoch budget when the trials hold
+    several methods (experiment kinds from the directory names, or lr schedules). Returns an
+    :class:`Analysis`; ``sections`` holds (title, markdown) pairs in report order, for printing.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(trials, metric=metric)
     diffs = paired_differences(trials, metric=metric)
+    strategies = (paired_differences(trials, metric=metric, factor="point_strategy",
+                                     pairs="all") if _strategies_vary(trials) else None)
+    methods = (compare_methods(trials, epochs, metric) if method_labels(trials).nunique() > 1
+               else None)
     instability = lr_instability(trials, epochs)
     status = status_counts(trials)
     plots = make_plots(trials, epochs, out, metric)
-    notes = _notes(summary, diffs, metric)
+    pairs = {"points": diffs}
+    if strategies is not None:
+        pairs["point_strategy"] = strategies
+    notes = _notes(summary, pairs, metric)
+    if methods is not None:
+        notes[-1:-1] = method_notes(methods, trials)
     unfinished = _unfinished(trials, epochs)
     if unfinished:
         notes.insert(0, f"{unfinished} trial(s) have epochs in the history but no results row "
@@ -183,13 +229,27 @@ def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Pa
          to_markdown(compact, formats=config_formats(compact, "seeds"))),
     ]
     if len(diffs):
-        shown = diffs[[c for c in diffs.columns if c != "group"]]
         sections.append((f"Paired differences between point counts ({metric}, a - b, paired "
-                         "by seed)", to_markdown(shown, formats=config_formats(shown, "n_pairs"))))
+                         "by seed)", _diff_table(diffs)))
     else:
-        reason = ("`points` takes a single value" if "points" in trials.columns
-                  and "points" not in varying_columns(trials) else "no point counts to compare")
+        if "points" not in trials.columns:
+            reason = "no `points` column"
+        elif "points" not in varying_columns(trials):
+            reason = "`points` takes a single value"
+        else:
+            reason = "no group of the other varying config columns holds two point counts"
         sections.append(("Paired differences between point counts", f"Skipped: {reason}."))
+    if strategies is not None:
+        name = (f"Point strategies at equal point counts (paired by seed; {metric}, a - b; "
+                "dense points=0 trials left out)")
+        sections.append((name, _diff_table(strategies) if len(strategies) else
+                         "No pairs: no group of the other varying columns holds two "
+                         "strategies."))
+    if methods is not None:
+        budget = int(methods["budget"].iloc[0])
+        sections.append((f"Methods at equal trial-epoch budget (B = {budget} trial-epochs; "
+                         f"best config by mean {metric} over seeds)",
+                         to_markdown(methods_for_report(methods))))
     if len(instability):
         sections.append(("Learning-rate instability (volatility: mean |change| of val loss "
                          "between epochs; seed_sd: sd of final val mIoU across seeds; "
@@ -208,9 +268,9 @@ def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Pa
               f"metric: `{metric}`.", "",
               "Intervals are 95% t-intervals over seeds (t quantile of the next smaller "
               "tabulated df, so never narrower than exact). Paired differences use the seeds "
-              "present at both point counts.", ""]
+              "present at both values compared.", ""]
     body = [f"## {name}\n\n{text}\n" for name, text in sections]
     markdown = "\n".join(header + body)
     (out / REPORT_FILE).write_text(markdown, encoding="utf-8")
     return Analysis(summary, diffs, instability, status, plots, comparison, notes, markdown,
-                    sections)
+                    sections, strategy_differences=strategies, methods=methods)

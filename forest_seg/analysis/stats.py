@@ -8,9 +8,11 @@ Conventions:
   *smaller* tabulated df is used, whose quantile is larger: the interval is slightly wider than
   exact, never narrower. ``n < 2``: sd and interval are NaN and the row is ``inconclusive``.
 - Missing metric values (an ERROR trial) are left out; ``n_seeds`` counts the values used.
-- Paired differences between values of a factor (default ``points``) are computed within each
-  group of the other varying config columns, over the seeds present at both values (same seed =
-  same tiles and split). Duplicate (group, value, seed) trials (pooled experiments) are averaged.
+- Paired differences between values of a factor (``points`` by default, or ``point_strategy``)
+  are computed within each group of the other varying config columns, over the seeds present at
+  both values (same seed = same tiles and split). Duplicate (group, value, seed) trials (pooled
+  experiments) are averaged. For ``point_strategy`` the dense rows (``points=0``) are left out:
+  a dense trial labels every pixel, so its strategy means nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from forest_seg.analysis.load import (
 METRICS = ("best_val_miou", "val_miou", "best_val_iou", "val_iou")
 RANKING_METRICS = ("best_val_miou", "val_miou")
 DENSE_POINTS = 0
+# factors that mean nothing for a dense (points=0) trial: its rows are left out when comparing
+POINT_ONLY_FACTORS = ("point_strategy",)
 
 # Two-sided 95% quantiles t_{0.975, df} of Student's t distribution.
 T_975 = {
@@ -114,11 +118,15 @@ def summarize(trials: pd.DataFrame, metrics: Sequence[str] = METRICS,
 
 
 def _factor_pairs(values: list, factor: str, pairs: str) -> list[tuple]:
-    """``(a, b)`` pairs to compare; the difference reported is ``metric(a) - metric(b)``."""
+    """``(a, b)`` pairs to compare; the difference reported is ``metric(a) - metric(b)``.
+
+    Numbers are ordered by size, text (a point strategy) alphabetically."""
     dense = [v for v in values if factor == "points" and v == DENSE_POINTS]
-    rest = sorted(v for v in values if v not in dense)
-    if pairs == "all":
-        ordered = dense + sorted(rest, reverse=True)
+    rest = [v for v in values if v not in dense]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rest)
+    rest = sorted(rest) if numeric else sorted(rest, key=str)
+    if pairs == "all":  # numbers: larger minus smaller; text: alphabetical, a before b
+        ordered = dense + (rest[::-1] if numeric else rest)
         return [(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1:]]
     if pairs != "adjacent":
         raise ValueError(f"pairs={pairs!r}: expected 'adjacent' or 'all'")
@@ -146,14 +154,18 @@ def paired_differences(trials: pd.DataFrame, metric: str = "best_val_miou",
     Within each group of the other varying config columns, compares (``pairs="adjacent"``)
     each value with the next larger one (``a`` = larger, ``b`` = smaller) and, for
     ``factor="points"``, the dense reference ``points=0`` (``a``) with every point count (``b``);
-    ``pairs="all"`` compares every pair. Columns: ``group`` (label), the group columns, ``a``,
-    ``b``, ``n_pairs``, ``mean_diff``, ``sd_diff``, ``ci_lo``, ``ci_hi``, ``verdict``
-    (``inconclusive (1 seed)``, ``within noise`` when the interval contains 0, else
-    ``<factor>=<value> better``).
+    ``pairs="all"`` compares every pair (numbers: ``a`` the larger; text such as point
+    strategies: alphabetical, ``a`` first). For ``factor="point_strategy"`` (use
+    ``pairs="all"``) the dense ``points=0`` rows are left out first. Columns: ``group``
+    (label), the group columns, ``a``, ``b``, ``n_pairs``, ``mean_diff``, ``sd_diff``,
+    ``ci_lo``, ``ci_hi``, ``verdict`` (``no common seeds``, ``inconclusive (1 seed)``,
+    ``within noise`` when the interval contains 0, else ``<factor>=<value> better``).
     """
     out_cols = ["group", "a", "b", "n_pairs", "mean_diff", "sd_diff", "ci_lo", "ci_hi", "verdict"]
     if factor not in trials.columns or "seed" not in trials.columns:
         return pd.DataFrame(columns=out_cols)
+    if factor in POINT_ONLY_FACTORS and "points" in trials.columns:
+        trials = trials[trials["points"].map(norm_value) != DENSE_POINTS]
     group_cols = [c for c in varying_columns(trials) if c != factor]
     rows = []
     for values, group in _sorted_groups(trials, group_cols):
