@@ -165,6 +165,21 @@ def results_table(results: pd.DataFrame) -> str:
     return table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
+def configuration_table(path: str) -> str:
+    """Seeds, mean and 95% interval of best val mIoU per configuration, best first."""
+    from forest_seg.analysis import load_experiment, summarize
+
+    summary = summarize(load_experiment(path)[0]).sort_values("best_val_miou_mean",
+                                                              ascending=False)
+    rows = [
+        f"  {row.config:<40} seeds {row.n_seeds}  mIoU {row.best_val_miou_mean:.3f}  "
+        + (f"[{row.best_val_miou_ci_lo:.3f}, {row.best_val_miou_ci_hi:.3f}]"
+           if row.n_seeds > 1 else "(1 seed: inconclusive)")
+        for row in summary.itertuples()
+    ]
+    return "\n".join(rows)
+
+
 def make_scheduler(args: argparse.Namespace, epochs: int):
     """ASHA on val mIoU (``--grace-period``, ``--reduction-factor``) or FIFO.
 
@@ -240,8 +255,13 @@ def run_sweep(args, driver: str, points: list[dict[str, Any]] | None = None,
             ),
         )
     tuner.fit()
-    results = pd.read_csv(f"{path}/{RESULTS_FILE}") if "://" not in path else None
-    if results is not None:
-        print(results_table(results))
+    if "://" in path:
         print(f"results: {path}/{RESULTS_FILE}  (per epoch: {path}/{HISTORY_FILE})")
+        return None
+    results = pd.read_csv(f"{path}/{RESULTS_FILE}")
+    print(results_table(results))
+    print("\nper configuration (best val mIoU over seeds, mean and 95% t-interval):")
+    print(configuration_table(path))
+    print(f"results: {path}/{RESULTS_FILE}  (per epoch: {path}/{HISTORY_FILE})")
+    print(f"analysis: python sweeps/analyze.py {path}")
     return results
