@@ -32,7 +32,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from forest_seg.analysis import analyze, compare_early_stopping, load_experiments
+import numpy as np
+import pandas as pd
+
+from forest_seg.analysis import (
+    ResultsError,
+    analyze,
+    compare_early_stopping,
+    config_columns,
+    load_experiments,
+)
+from forest_seg.analysis.load import trial_keys
 from forest_seg.errors import ForestSegError
 
 METRICS = ("best_val_miou", "val_miou")
@@ -49,9 +59,32 @@ def build_parser() -> argparse.ArgumentParser:
                              "<first EXP_DIR>/analysis)")
     parser.add_argument("--metric", choices=METRICS, default="best_val_miou",
                         help="metric used to rank and compare configurations")
+    parser.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                        help="keep only trials whose config column has this value "
+                             "(repeatable; e.g. --where points=50)")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("ASHA_DIR", "FIFO_DIR"),
                         help="early-stopping study: an ASHA run and a FIFO run of the same grid")
     return parser
+
+
+def select(trials: pd.DataFrame, epochs: pd.DataFrame, conditions: list[str]):
+    """The trials (and their epochs) matching every ``COLUMN=VALUE`` condition; numbers are
+    compared as numbers (``lr=1e-3`` matches 0.001)."""
+    for condition in conditions:
+        column, sep, value = condition.partition("=")
+        if not sep or column not in trials.columns:
+            raise ResultsError(f"--where {condition!r}: expected COLUMN=VALUE with a column of "
+                               f"the results ({', '.join(config_columns(trials, True))})")
+        try:
+            keep = np.isclose(pd.to_numeric(trials[column], errors="coerce"), float(value))
+        except ValueError:
+            keep = trials[column].astype(str) == value
+        trials = trials[keep]
+        if trials.empty:
+            raise ResultsError(f"--where {condition!r}: no trial matches")
+    keys = trial_keys(trials)
+    matched = epochs.merge(trials[keys].drop_duplicates(), on=keys)
+    return trials.reset_index(drop=True), matched
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out if args.out is not None else args.exp_dirs[0] / "analysis"
     compare = " ".join(map(str, args.compare)) if args.compare else "none"
     print(f"analyze: exp_dirs={' '.join(map(str, args.exp_dirs))} out={out} "
-          f"metric={args.metric} compare={compare}")
+          f"metric={args.metric} compare={compare} where={args.where}")
     try:
-        trials, epochs = load_experiments(args.exp_dirs)
+        trials, epochs = select(*load_experiments(args.exp_dirs), args.where)
         comparison = None
         if args.compare:
             asha, _ = load_experiments([args.compare[0]])

@@ -97,3 +97,20 @@ def test_runs_as_a_script(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: experiment "
                                                 "directory not found"]
+
+
+def test_where_keeps_only_matching_trials(analyze_cli):
+    import tempfile
+
+    from forest_seg.analysis import ResultsError, load_experiments
+
+    with tempfile.TemporaryDirectory() as folder:
+        trials, epochs = load_experiments([make_grid(Path(folder) / "grid")])
+        kept, kept_epochs = analyze_cli.select(trials, epochs, ["points=50", "lr=1e-3"])
+        # points=50 at lr 1e-3: seeds 0 and 1, 3 epochs each
+        assert sorted(kept["seed"]) == [0, 1] and set(kept["points"]) == {50}
+        assert len(kept_epochs) == 6 and set(kept_epochs["trial_id"]) == set(kept["trial_id"])
+        with pytest.raises(ResultsError, match="no trial matches"):
+            analyze_cli.select(trials, epochs, ["points=7"])
+        with pytest.raises(ResultsError, match="COLUMN=VALUE"):
+            analyze_cli.select(trials, epochs, ["colour=green"])
