@@ -200,13 +200,15 @@ def make_scheduler(args: argparse.Namespace, epochs: int):
 
 def run_sweep(args, driver: str, points: list[dict[str, Any]] | None = None,
               space: dict[str, Any] | None = None, search_alg=None,
-              num_samples: int | None = None, scheduler=None) -> pd.DataFrame | None:
+              num_samples: int | None = None, scheduler=None,
+              keep_checkpoints: int | None = 2) -> pd.DataFrame | None:
     """Run (or ``--resume``) a sweep; returns the results frame written to results.csv
     (None when the experiment lives on a remote URI).
 
     Either ``points``, explicit trial configs (a grid), or ``space``, Ray Tune distributions
     over swept fields that ``search_alg`` samples ``num_samples`` times. ``scheduler``
     replaces the ``--scheduler`` choice (e.g. Population Based Training).
+    ``keep_checkpoints`` per trial (None = all: PBT restores other trials' older ones).
     """
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
@@ -250,7 +252,7 @@ def run_sweep(args, driver: str, points: list[dict[str, Any]] | None = None,
             run_config=tune.RunConfig(
                 name=name, storage_path=storage, verbose=1,
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints),
                 callbacks=[ResultsFiles(path)],
             ),
         )

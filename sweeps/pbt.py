@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     if population < 2 or interval < 1:
         raise ConfigError(f"invalid --population {population} / --perturbation-interval "
                           f"{interval}: expected >= 2 trials and >= 1 epoch")
+    # A member copies another's checkpoint some time after it was written, so every
+    # checkpoint is kept (not just the newest two); checkpointing only at perturbation
+    # epochs keeps that affordable.
+    args.checkpoint_every = args.checkpoint_every or interval
     random.seed(args.pbt_seed)  # PBT draws its exploit/explore choices from `random`
     space = {"lr": tune.loguniform(*LR_RANGE), "points": args.points,
              "point_strategy": args.point_strategy, "seed": args.seed}
@@ -71,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         space["gamma"] = tune.choice(GAMMAS)
     run_sweep(args, "pbt", space=space, num_samples=population,
               search_alg=BasicVariantGenerator(random_state=args.pbt_seed),
-              scheduler=None if args.resume else make_pbt(interval, args.mutate_gamma))
+              scheduler=None if args.resume else make_pbt(interval, args.mutate_gamma),
+              keep_checkpoints=None)
     return 0
 
 
