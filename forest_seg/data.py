@@ -150,16 +150,21 @@ def _cache_key(root: Path, rows: list[tuple[str, Path, Path]], size: int) -> str
     return h.hexdigest()[:24]
 
 
-def _decode_image(path: Path, size: int) -> np.ndarray:
-    """uint8 [size,size,3] RGB, bilinear resize."""
+def _decode(path: Path, size: int, mode: str, resample: int, what: str) -> np.ndarray:
+    """uint8 [size,size] (mode "L") or [size,size,3] (mode "RGB") pixels of an image file."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = im.convert(mode)
             if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
+                im = im.resize((size, size), resample)
             return np.asarray(im, dtype=np.uint8)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DatasetError(f"cannot decode image {path}: {e}") from e
+        raise DatasetError(f"cannot decode {what} {path}: {e}") from e
+
+
+def _decode_image(path: Path, size: int) -> np.ndarray:
+    """uint8 [size,size,3] RGB, bilinear resize."""
+    return _decode(path, size, "RGB", Image.Resampling.BILINEAR, "image")
 
 
 def threshold_mask(gray: np.ndarray) -> np.ndarray:
@@ -169,14 +174,7 @@ def threshold_mask(gray: np.ndarray) -> np.ndarray:
 
 def _decode_mask(path: Path, size: int) -> np.ndarray:
     """uint8 [size,size] in {0,1}: grayscale, nearest-neighbour resize, threshold > 127."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.NEAREST)
-            return threshold_mask(np.asarray(im))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DatasetError(f"cannot decode mask {path}: {e}") from e
+    return threshold_mask(_decode(path, size, "L", Image.Resampling.NEAREST, "mask"))
 
 
 def _decode_into(folder: Path, root: Path, rows: list[tuple[str, Path, Path]], size: int) -> None:
