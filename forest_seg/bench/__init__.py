@@ -1,0 +1,27 @@
+"""Performance benchmark of the sweep system: ``python -m forest_seg.bench [--quick]``.
+
+Measures, in one run: the images/s of a trial run through Ray Tune (the real
+``sweeps/grid.py`` driver, as a subprocess: this package never imports Ray) against a bare
+PyTorch loop with the same model, batches, device and threads; the share of step time spent
+waiting for data and the decoded-tile cache's speed-up over per-item JPEG decoding; the
+resident memory of 1 and 2 concurrent trials reading one decoded dataset; ASHA vs FIFO on one
+small grid; and, with a CUDA device, fp32 vs bf16 + channels_last and trials packed on one GPU.
+
+Modules: ``report`` (pure helpers: table, last line, /proc parsing, history arithmetic),
+``runs`` (the driver subprocess), ``proctree`` (CPU time by role of the driver's processes),
+``throughput``, ``cache_speed``, ``memory``, ``sweep_efficiency``, ``gpu``, ``sections``
+(each part's rows and notes) and ``__main__`` (the CLI).
+"""
+
+from forest_seg.bench.report import (
+    LAST_LINE_PREFIX,
+    Row,
+    data_wait_share,
+    format_table,
+    last_line,
+    parse_smaps_rollup,
+    steady_images_per_s,
+)
+
+__all__ = ["LAST_LINE_PREFIX", "Row", "data_wait_share", "format_table", "last_line",
+           "parse_smaps_rollup", "steady_images_per_s"]
