@@ -61,7 +61,7 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
     return optimizer(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _epoch_order(cfg: TrainConfig, epoch: int, n: int) -> torch.Tensor:
+def epoch_order(cfg: TrainConfig, epoch: int, n: int) -> torch.Tensor:
     """The shuffle of epoch ``epoch``: a function of (seed, epoch) only, so a resumed run
     visits batches in the same order as an uninterrupted one."""
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -193,7 +193,7 @@ def run_epoch(cfg, model, optimizer, data: TrialData, device, epoch: int) -> Met
     """Train and validate one epoch; returns the epoch's metrics dict."""
     start = time.perf_counter()
     trained = train_epoch(cfg, model, optimizer, data.train, device,
-                          _epoch_order(cfg, epoch, len(data.train)))
+                          epoch_order(cfg, epoch, len(data.train)))
     train_time = time.perf_counter() - start
     scores = evaluate(cfg, model, data.val, device)
     diverged = trained["diverged"] or not math.isfinite(scores["val_loss"])

@@ -22,6 +22,7 @@ from forest_seg.batches import TrialData, prepare_trial_data
 from forest_seg.config import TrainConfig
 from forest_seg.losses import partial_focal_ce
 from forest_seg.model import build_model
+from forest_seg.train import epoch_order
 
 from .report import images_per_epoch, load_average, system_busy_seconds
 from .runs import DriverRun, fixed_flags, run_grid
@@ -99,13 +100,9 @@ class BareRun:
     def images_per_epoch(self) -> int:
         return images_per_epoch(len(self.data.train), self.cfg.batch_size)
 
-    def _order(self, epoch: int) -> torch.Tensor:
-        # The trial's shuffle: a function of (seed, epoch), as forest_seg.train does it.
-        generator = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-        return torch.randperm(len(self.data.train), generator=generator)
-
     def _batches(self, epoch: int):
-        return self.data.train.batches(self.cfg.batch_size, self.device, self._order(epoch),
+        order = epoch_order(self.cfg, epoch, len(self.data.train))  # the trial's own shuffle
+        return self.data.train.batches(self.cfg.batch_size, self.device, order,
                                        0, self.channels_last, drop_single=True)
 
     def epoch(self, epoch: int, ideal: bool = False) -> dict:
