@@ -22,7 +22,7 @@ from forest_seg.batches import TrialData, prepare_trial_data
 from forest_seg.config import TrainConfig
 from forest_seg.losses import partial_focal_ce
 from forest_seg.model import build_model
-from forest_seg.train import epoch_order
+from forest_seg.train import epoch_order, make_optimizer
 
 from .report import images_per_epoch, load_average, system_busy_seconds
 from .runs import DriverRun, fixed_flags, run_grid
@@ -93,7 +93,7 @@ class BareRun:
                             encoder_stages=cfg.encoder_stages).to(dev)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        optimizer = make_optimizer(cfg, model)  # the trial's own optimizer choice
         return cls(cfg, data, model, optimizer, dev, amp, channels_last)
 
     @property
