@@ -1,8 +1,9 @@
 """A Ray Tune callback that keeps an experiment's results.csv and history.csv current.
 
-history.csv is rewritten after every reported epoch and results.csv after every finished
-trial, so a killed driver loses nothing that was reported; a resumed driver reads both files
-back first, and a trial retried from a checkpoint overwrites its re-reported epochs.
+history.csv is rewritten after every reported epoch (so it is current when a trial ends) and
+results.csv after every finished trial, so a killed driver loses nothing that was reported; a
+resumed driver reads both files back first, and a trial retried from a checkpoint overwrites
+its re-reported epochs.
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ class ResultsFiles(tune.Callback):
             trial.trial_id, trial.config, rows, errored=errored, train_time_s=total
         )
         self._write(RESULTS_FILE, pd.DataFrame(list(self._summaries.values())))
-        self._write(HISTORY_FILE, self._history_frame())
 
     def _history_frame(self) -> pd.DataFrame:
         ordered = [row for _, row in sorted(self._epochs.items())]
