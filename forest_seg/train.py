@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .baselines import baseline_scores
 from .batches import SplitData, TrialData, prepare_trial_data
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, read_checkpoint, save_checkpoint
 from .cli import run_cli
@@ -35,9 +36,12 @@ from .errors import CheckpointError, ConfigError
 from .losses import partial_focal_ce
 from .metrics import SegmentationMetrics
 from .model import build_model
+from .points import IGNORE_INDEX
 from .schedules import lr_for_epoch
 
 Metrics = dict[str, Any]
+VAL_KEYS = ("val_loss", "val_iou", "val_iou_nonforest", "val_miou", "val_dice", "val_precision",
+            "val_recall", "val_accuracy")
 Report = Callable[[Metrics], None]
 CheckpointSink = Callable[[Metrics, dict[str, Any]], None]
 
@@ -74,10 +78,14 @@ def _autocast(cfg: TrainConfig, device: torch.device):
 
 
 def train_epoch(cfg, model, optimizer, train: SplitData, device, order) -> dict[str, float]:
-    """One pass over the training tiles; stops at the first non-finite loss (``diverged``)."""
+    """One pass over the training tiles; stops at the first non-finite loss (``diverged``).
+
+    ``train_loss`` is the mean loss per labelled pixel over the epoch (each batch's mean
+    weighted by its labelled pixels), averaged the same way as ``val_loss``.
+    """
     model.train()
     channels_last = cfg.channels_last and device.type == "cuda"
-    loss_sum, images, data_time, diverged = 0.0, 0, 0.0, False
+    loss_sum, labelled, images, data_time, diverged = 0.0, 0, 0, 0.0, False
     wait_start = time.perf_counter()
     for batch in train.batches(cfg.batch_size, device, order, cfg.num_workers, channels_last,
                                drop_single=True):
@@ -91,33 +99,59 @@ def train_epoch(cfg, model, optimizer, train: SplitData, device, order) -> dict[
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.item() * len(batch.image)
+        count = int((batch.labels != IGNORE_INDEX).sum())
+        loss_sum += loss.item() * count  # per labelled pixel, as the validation loss
+        labelled += count
         images += len(batch.image)
         wait_start = time.perf_counter()
-    train_loss = loss_sum / images if images and not diverged else math.nan
+    train_loss = loss_sum / labelled if labelled and not diverged else math.nan
     return {"train_loss": train_loss, "images": images, "data_time_s": data_time,
             "diverged": diverged}
 
 
 @torch.no_grad()
 def evaluate(cfg, model, val: SplitData, device) -> dict[str, float]:
-    """Partial loss on the validation points and dense metrics on the validation masks."""
+    """Partial loss on the validation points and dense metrics on the validation masks.
+
+    ``val_loss`` is NaN when no validation pixel is labelled. Non-finite logits mean the
+    weights diverged: then ``diverged`` is True and every ``val_*`` score is NaN (argmax
+    over NaN logits is not a prediction).
+    """
     model.eval()
     metrics = SegmentationMetrics()
-    loss_sum, labelled = 0.0, 0
+    loss_sum, labelled, finite = 0.0, 0, True
     channels_last = cfg.channels_last and device.type == "cuda"
     for batch in val.batches(cfg.batch_size, device, None, cfg.num_workers, channels_last):
         with _autocast(cfg, device):
             logits = model(batch.image)
-        count = int((batch.labels != 255).sum())
+        if not torch.isfinite(logits).all():
+            finite = False
+            break
+        count = int((batch.labels != IGNORE_INDEX).sum())
         if count:
             loss = partial_focal_ce(logits, batch.labels, gamma=cfg.gamma, alpha=cfg.alpha)
             loss_sum += loss.item() * count
             labelled += count
         metrics.update(logits.argmax(dim=1), batch.mask)
+    if not finite:
+        return {**diverged_scores(), "diverged": True}
     scores = metrics.compute()
     val_loss = loss_sum / labelled if labelled else math.nan
-    return {"val_loss": val_loss, **{f"val_{name}": value for name, value in scores.items()}}
+    return {"val_loss": val_loss, **{f"val_{name}": value for name, value in scores.items()},
+            "diverged": False}
+
+
+def diverged_scores() -> dict[str, float]:
+    """The validation scores of a diverged model: NaN for each (it has no score)."""
+    return {key: math.nan for key in VAL_KEYS}
+
+
+def trial_baselines(data: TrialData) -> Metrics:
+    """The trial's no-training reference scores (forest_seg.baselines) on its own split, from
+    the same labels the network trains on."""
+    train, val = data.train, data.val
+    return baseline_scores(train.images[train.tiles], train.labels.numpy(),
+                           val.images[val.tiles], val.masks[val.tiles])
 
 
 def training_state(cfg, model, optimizer, epoch: int, history: list[Metrics]) -> dict[str, Any]:
@@ -167,6 +201,7 @@ def fit(
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads or available_cpus())
     data = prepare_trial_data(cfg)
+    baselines = trial_baselines(data)
     torch.manual_seed(cfg.seed)
     model = build_model(head=cfg.head, pretrained=cfg.pretrained,
                         encoder_stages=cfg.encoder_stages).to(device)
@@ -177,7 +212,7 @@ def fit(
     for epoch in range(done + 1, cfg.epochs + 1):
         for group in optimizer.param_groups:
             group["lr"] = lr_for_epoch(cfg, epoch, history)
-        metrics = run_epoch(cfg, model, optimizer, data, device, epoch)
+        metrics = run_epoch(cfg, model, optimizer, data, device, epoch, baselines)
         history.append(metrics)
         due = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or metrics["diverged"]
         if on_checkpoint is not None and due:
@@ -189,18 +224,25 @@ def fit(
     return history[-1]
 
 
-def run_epoch(cfg, model, optimizer, data: TrialData, device, epoch: int) -> Metrics:
-    """Train and validate one epoch; returns the epoch's metrics dict."""
+def run_epoch(cfg, model, optimizer, data: TrialData, device, epoch: int,
+              baselines: Metrics | None = None) -> Metrics:
+    """Train and validate one epoch; returns the epoch's metrics dict (with ``baselines``,
+    the trial's constant reference scores, copied in)."""
+    baselines = baselines or {}
     start = time.perf_counter()
     trained = train_epoch(cfg, model, optimizer, data.train, device,
                           epoch_order(cfg, epoch, len(data.train)))
     train_time = time.perf_counter() - start
-    scores = evaluate(cfg, model, data.val, device)
-    diverged = trained["diverged"] or not math.isfinite(scores["val_loss"])
+    if trained["diverged"]:
+        scores = {**diverged_scores(), "diverged": True}
+    else:
+        scores = evaluate(cfg, model, data.val, device)
+    diverged = scores.pop("diverged")
     return {
         "epoch": epoch,
         "train_loss": trained["train_loss"],
         **scores,
+        **baselines,
         "lr": optimizer.param_groups[0]["lr"],
         "epoch_time_s": time.perf_counter() - start,
         "images_per_s": trained["images"] / train_time if train_time > 0 else 0.0,

@@ -4,12 +4,16 @@
     python sweeps/grid.py --smoke-test     # a minute: a few tiny trials
     python sweeps/grid.py --preset paper --data "/data/Forest Segmented" --gpus-per-trial 0.25
     python sweeps/grid.py --cross --seeds 5 --strategies balanced forest
+    python sweeps/grid.py --heads unet linear --encoder-stages 2 4   # heads, depths compared
     python sweeps/grid.py --resume         # continue the newest grid experiment after a crash
 
 The study: points per image {10, 50, 100, 200} at lr 1e-4, and lr {1e-3, 1e-4, 1e-5} at 50
 points (6 distinct configurations), each over --seeds seeds, plus the dense-mask reference
-(points=0) unless --no-dense. Results land in <storage-path>/<name>/results.csv and
-history.csv; the table sorted by val mIoU is printed at the end.
+(points=0) unless --no-dense. ``--heads A B`` and ``--encoder-stages X Y`` run the study with
+the first value and add each other value at --base-points/--base-lr (every configuration with
+--cross). Validation holds out whole scenes (--split scene) unless --split random is given.
+Results land in <storage-path>/<name>/results.csv and history.csv; the table sorted by val
+mIoU is printed at the end.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from common import build_parser, run_sweep
+from common import MULTI_VALUED, build_parser, multi_values, run_sweep
 from forest_seg.cli import run_cli
 from forest_seg.errors import ConfigError
 
@@ -28,9 +32,15 @@ SMOKE = {"points": [10, 50], "lrs": [1e-3], "base_lr": 1e-3, "seeds": 1}
 
 def study_configs(points: list[int], lrs: list[float], strategies: list[str], seeds: int,
                   dense: bool = True, cross: bool = False, base_points: int = 50,
-                  base_lr: float = 1e-4) -> list[dict[str, Any]]:
+                  base_lr: float = 1e-4, alternatives: dict[str, list] | None = None
+                  ) -> list[dict[str, Any]]:
     """Every trial of the study as a dict of swept fields, seed-major (all configurations of
-    seed 0 first, so early results already cover the whole study)."""
+    seed 0 first, so early results already cover the whole study).
+
+    ``alternatives`` maps a fixed field (``head``, ``encoder_stages``) to values other than
+    the base one: each adds the configuration (``base_points``, ``base_lr``, first strategy)
+    with that value, or, with ``cross``, multiplies every configuration by the values.
+    """
     if seeds < 1:
         raise ConfigError(f"invalid --seeds {seeds}: expected an integer >= 1")
     if cross:
@@ -41,6 +51,12 @@ def study_configs(points: list[int], lrs: list[float], strategies: list[str], se
                for p, lr in dict.fromkeys(pairs) for s in strategies]
     if dense:
         configs.append({"points": 0, "lr": base_lr, "point_strategy": strategies[0]})
+    base = {"points": base_points, "lr": base_lr, "point_strategy": strategies[0]}
+    for name, values in (alternatives or {}).items():
+        if cross:
+            configs += [{**config, name: value} for value in values for config in configs]
+        else:
+            configs += [{**base, name: value} for value in values]
     return [{**config, "seed": seed} for seed in range(seeds) for config in configs]
 
 
@@ -64,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    alternatives = {name: multi_values(args, name)[1:] for name in MULTI_VALUED}
     trials = study_configs(args.points, args.lrs, args.strategies, args.seeds,
                            dense=not args.no_dense, cross=args.cross,
-                           base_points=args.base_points, base_lr=args.base_lr)
+                           base_points=args.base_points, base_lr=args.base_lr,
+                           alternatives={k: v for k, v in alternatives.items() if v})
     run_sweep(args, "grid", points=trials)
     return 0
 

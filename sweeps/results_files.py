@@ -17,6 +17,7 @@ from ray import tune
 from forest_seg.results import HISTORY_COLUMNS, HISTORY_FILE, RESULTS_FILE, trial_summary
 
 EXTRA_HISTORY_KEYS = ("val_iou_nonforest", "pretrained_loaded")
+BASELINE_PREFIX = "baseline_"  # the trial's no-training reference scores (forest_seg.baselines)
 
 
 class ResultsFiles(tune.Callback):
@@ -37,7 +38,8 @@ class ResultsFiles(tune.Callback):
         self._load()
         row = {"trial_id": trial.trial_id}
         row.update({k: v for k, v in result.items()
-                    if k in HISTORY_COLUMNS or k in EXTRA_HISTORY_KEYS})
+                    if k in HISTORY_COLUMNS or k in EXTRA_HISTORY_KEYS
+                    or k.startswith(BASELINE_PREFIX)})
         self._epochs[(trial.trial_id, int(result["epoch"]))] = row
         self._write(HISTORY_FILE, self._history_frame())
 

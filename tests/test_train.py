@@ -10,9 +10,13 @@ import pytest
 import torch
 
 from forest_seg import train as train_module
+from forest_seg.baselines import BASELINE_KEYS
+from forest_seg.batches import SplitData
 from forest_seg.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from forest_seg.config import TrainConfig
 from forest_seg.data import load_tiles, split_indices
+from forest_seg.model import build_model
+from forest_seg.points import IGNORE_INDEX
 from forest_seg.synthetic import make_synthetic_dataset
 from forest_seg.train import fit, trainable
 
@@ -104,6 +108,55 @@ def test_absurd_learning_rate_diverges_cleanly(tiny_cfg):
     assert final["diverged"] is True
     assert history[-1] is final and len(history) < 5  # the trial ended at divergence
     assert all(m["diverged"] is False for m in history[:-1])
+    # a diverged model has no score: never the score of argmax over NaN logits
+    for key in train_module.VAL_KEYS:
+        assert math.isnan(final[key]), key
+    assert math.isfinite(final["baseline_colour_miou"])  # the baselines need no model
+
+
+def test_every_epoch_carries_the_trials_baselines(tiny_cfg):
+    _, history = run(tiny_cfg)
+    first = {k: history[0][k] for k in BASELINE_KEYS}
+    assert all({k: m[k] for k in BASELINE_KEYS} == first for m in history)
+    assert 0 < first["baseline_all_forest_miou"] <= 0.5  # all forest: non-forest IoU is 0
+    assert 0 <= first["baseline_colour_miou"] <= 1
+
+
+def split_of(images, masks, labels):
+    return SplitData(images, masks, np.arange(len(images)), torch.as_tensor(labels))
+
+
+def test_validation_without_labelled_points_is_not_divergence(tiny_cfg):
+    cfg = tiny_cfg.replace(batch_size=2)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    masks = rng.integers(0, 2, (4, 32, 32), dtype=np.uint8)
+    unlabelled = np.full((4, 32, 32), IGNORE_INDEX, dtype=np.uint8)
+    model = build_model(head="linear", pretrained="none", encoder_stages=1)
+    scores = train_module.evaluate(cfg, model, split_of(images, masks, unlabelled),
+                                   torch.device("cpu"))
+    assert scores["diverged"] is False and math.isnan(scores["val_loss"])
+    assert 0 <= scores["val_miou"] <= 1  # the dense masks still score the model
+
+
+def test_train_loss_is_averaged_per_labelled_pixel(tiny_cfg, monkeypatch):
+    """Tiles with 1, 1, 1 and 5 labelled pixels in batches of 2: the loss of a batch is set
+    to its labelled count, so the epoch's loss is sum(count^2) / sum(count) = (4 + 36) / 8."""
+    def fake_loss(logits, labels, **kwargs):
+        return logits.sum() * 0 + (labels != IGNORE_INDEX).sum().float()
+
+    monkeypatch.setattr(train_module, "partial_focal_ce", fake_loss)
+    cfg = tiny_cfg.replace(batch_size=2)
+    images = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+    masks = np.zeros((4, 32, 32), dtype=np.uint8)
+    labels = np.full((4, 32, 32), IGNORE_INDEX, dtype=np.uint8)
+    labels[:, 0, 0] = 0
+    labels[3, 1, :4] = 1
+    model = build_model(head="linear", pretrained="none", encoder_stages=1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    trained = train_module.train_epoch(cfg, model, optimizer, split_of(images, masks, labels),
+                                       torch.device("cpu"), torch.arange(4))
+    assert trained["train_loss"] == pytest.approx(40 / 8)  # per image it would be 3.5
 
 
 def test_dense_supervision_trains_on_every_pixel(tiny_cfg, monkeypatch):
