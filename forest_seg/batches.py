@@ -17,7 +17,16 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .data import load_tiles, normalize_images, resolve_data_root, split_indices
+from .data import (
+    TileSet,
+    find_dataset_root,
+    load_tiles,
+    normalize_images,
+    resolve_data_root,
+    select_tiles,
+    split_indices,
+)
+from .errors import DatasetError
 from .points import sample_points_batch
 
 # Keeps the validation points of a trial apart from its training points' random stream.
@@ -116,26 +125,43 @@ class TrialData:
 def prepare_trial_data(cfg: TrainConfig) -> TrialData:
     """Load (or reuse) the decoded tiles, split them and draw the trial's fixed point labels.
 
+    Without ``cfg.val_data`` the tiles of ``cfg.data`` are split (``split``, ``val_fraction``,
+    ``max_tiles``, seeded). With it, every tile of ``cfg.data`` (a seeded ``max_tiles`` subset
+    when capped) trains and every tile of ``cfg.val_data`` validates; nothing is split.
     A tile's points depend only on (seed, tile index), so trials with the same seed label a
     tile the same way whatever the split or ``max_tiles``. Validation labels use the same
     strategy and count as training (they give ``val_loss``); the dense validation masks give
-    every ``val_*`` metric.
+    every ``val_*`` metric. Raises :class:`DatasetError` naming a missing or unusable root.
     """
     tiles = load_tiles(resolve_data_root(cfg.data), cfg.image_size)
-    train_idx, val_idx = split_indices(
-        tiles.scenes, split=cfg.split, val_fraction=cfg.val_fraction, seed=cfg.seed,
-        max_tiles=cfg.max_tiles,
-    )
+    if cfg.val_data is None:
+        val_tiles = tiles
+        train_idx, val_idx = split_indices(
+            tiles.scenes, split=cfg.split, val_fraction=cfg.val_fraction, seed=cfg.seed,
+            max_tiles=cfg.max_tiles,
+        )
+    else:
+        try:
+            val_tiles = load_tiles(find_dataset_root(cfg.val_data), cfg.image_size)
+        except DatasetError as e:
+            raise DatasetError(f"val_data: {e}") from e
+        train_idx = select_tiles(len(tiles), cfg.max_tiles, cfg.seed)
+        val_idx = np.arange(len(val_tiles), dtype=np.int64)
+        if len(train_idx) < 2:
+            raise DatasetError(
+                f"data={cfg.data}: training needs at least 2 tiles (a batch of one cannot "
+                f"train BatchNorm), the dataset has {len(train_idx)}"
+            )
 
-    def side(indices: np.ndarray, seed: int) -> SplitData:
+    def side(source: TileSet, indices: np.ndarray, seed: int) -> SplitData:
         labels = sample_points_batch(
-            tiles.masks[indices], cfg.points, strategy=cfg.point_strategy, seed=seed,
+            source.masks[indices], cfg.points, strategy=cfg.point_strategy, seed=seed,
             tile_ids=indices,
         )
-        return SplitData(tiles.images, tiles.masks, indices, labels)
+        return SplitData(source.images, source.masks, indices, labels)
 
     return TrialData(
-        train=side(train_idx, cfg.seed),
-        val=side(val_idx, cfg.seed + VAL_POINTS_SEED_OFFSET),
+        train=side(tiles, train_idx, cfg.seed),
+        val=side(val_tiles, val_idx, cfg.seed + VAL_POINTS_SEED_OFFSET),
         image_size=cfg.image_size,
     )

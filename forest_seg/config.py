@@ -24,6 +24,7 @@ LR_SCHEDULES = ("constant", "cosine", "onecycle", "plateau")  # see forest_seg.s
 # them so that reading a config never imports torch.
 POINT_STRATEGIES = ("balanced", "uniform", "forest", "spread", "boundary")
 HEADS = ("linear", "unet")
+SEED_LIMIT = 2**32  # seeds lie in [0, 2**32) (numpy's legacy and most seeders' range)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class TrainConfig:
     max_tiles: int | None = None  # seeded subset of the tiles; None = all
     split: str = "random"  # "random" (the report) or "scene" (no scene on both sides)
     val_fraction: float = 0.2
+    val_data: str | None = None  # validation dataset root: all of data trains, no split
     points: int = 50  # labelled points per training image; 0 = dense masks (upper bound)
     point_strategy: str = "balanced"  # balanced, uniform, forest (the report's), spread, boundary
     lr: float = 1e-4
@@ -93,6 +95,10 @@ class TrainConfig:
             "max_tiles", self.max_tiles, "an integer >= 2 or none",
         )
         _check(self.split in SPLITS, "split", self.split, f"one of {', '.join(SPLITS)}")
+        _check(
+            self.val_data is None or bool(self.val_data.strip()),
+            "val_data", self.val_data, "a dataset folder or none",
+        )
         _check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "a number in (0, 1)")
         _check(self.points >= 0, "points", self.points, "an integer >= 0 (0 = dense masks)")
         _check(
@@ -119,6 +125,7 @@ class TrainConfig:
         _check(self.head in HEADS, "head", self.head, f"one of {', '.join(HEADS)}")
         _check(1 <= self.encoder_stages <= 4, "encoder_stages", self.encoder_stages, "1 to 4")
         _check(bool(self.pretrained), "pretrained", self.pretrained, "imagenet, none or a path")
+        _check(0 <= self.seed < SEED_LIMIT, "seed", self.seed, "an integer in [0, 2**32)")
         _check(self.device in DEVICES, "device", self.device, f"one of {', '.join(DEVICES)}")
         _check(self.num_workers >= 0, "num_workers", self.num_workers, "an integer >= 0")
         _check(

@@ -150,20 +150,34 @@ def _cache_key(root: Path, rows: list[tuple[str, Path, Path]], size: int) -> str
     return h.hexdigest()[:24]
 
 
+def resize_pixels(
+    image: Image.Image | np.ndarray, size: int, resample: int = Image.Resampling.BILINEAR
+) -> np.ndarray:
+    """uint8 [size,size,3] (or [size,size]) pixels of an RGB (or grey) image, resized as the
+    training tiles are: PIL ``resample`` (bilinear for images, which PIL antialiases when
+    shrinking; masks pass nearest). ``image``: a PIL image or uint8 [H,W,3] / [H,W] pixels.
+
+    The one resize of tile images: predicting on new images must use it too, so that the
+    net sees the same pixels it was trained on.
+    """
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    if image.size != (size, size):
+        image = image.resize((size, size), resample)
+    return np.asarray(image, dtype=np.uint8)
+
+
 def _decode(path: Path, size: int, mode: str, resample: int, what: str) -> np.ndarray:
     """uint8 [size,size] (mode "L") or [size,size,3] (mode "RGB") pixels of an image file."""
     try:
         with Image.open(path) as im:
-            im = im.convert(mode)
-            if im.size != (size, size):
-                im = im.resize((size, size), resample)
-            return np.asarray(im, dtype=np.uint8)
+            return resize_pixels(im.convert(mode), size, resample)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DatasetError(f"cannot decode {what} {path}: {e}") from e
 
 
 def _decode_image(path: Path, size: int) -> np.ndarray:
-    """uint8 [size,size,3] RGB, bilinear resize."""
+    """uint8 [size,size,3] RGB, bilinear resize (:func:`resize_pixels`)."""
     return _decode(path, size, "RGB", Image.Resampling.BILINEAR, "image")
 
 
@@ -317,9 +331,7 @@ def split_indices(
     if n < 2:
         raise DatasetError(f"a train/validation split needs at least 2 tiles, the dataset has {n}")
     rng = np.random.default_rng(seed)
-    selected = np.arange(n, dtype=np.int64)
-    if max_tiles is not None and max_tiles < n:
-        selected = np.sort(rng.choice(n, size=max_tiles, replace=False)).astype(np.int64)
+    selected = _select(n, max_tiles, rng)
     m = len(selected)
     if split == "random":
         order = rng.permutation(selected)
@@ -346,3 +358,16 @@ def split_indices(
             n_val += counts[scene]
     in_val = np.array([scene in val_scenes for scene in tile_scenes], dtype=bool)
     return selected[~in_val], selected[in_val]
+
+
+def select_tiles(n: int, max_tiles: int | None = None, seed: int = 0) -> np.ndarray:
+    """int64 [m] sorted indices of the tiles used out of ``n``: all of them, or with
+    ``max_tiles`` < n a seeded random subset of that many; the same subset that
+    :func:`split_indices` splits for the same ``seed`` and ``max_tiles``."""
+    return _select(n, max_tiles, np.random.default_rng(seed))
+
+
+def _select(n: int, max_tiles: int | None, rng: np.random.Generator) -> np.ndarray:
+    if max_tiles is not None and max_tiles < n:
+        return np.sort(rng.choice(n, size=max_tiles, replace=False)).astype(np.int64)
+    return np.arange(n, dtype=np.int64)

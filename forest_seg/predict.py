@@ -22,7 +22,7 @@ from PIL import Image
 from .checkpoint import load_checkpoint
 from .cli import run_cli
 from .config import TrainConfig
-from .data import normalize_images
+from .data import normalize_images, resize_pixels
 from .errors import DatasetError
 from .model import build_model
 from .train import resolve_device
@@ -50,20 +50,25 @@ def read_rgb(path: Path) -> np.ndarray:
         raise DatasetError(f"cannot decode image {path}: {exc}") from None
 
 
+def model_input(pixels: np.ndarray, image_size: int, device: torch.device) -> torch.Tensor:
+    """float32 [1,3,S,S] (S = ``image_size``) net input for uint8 [H,W,3] pixels: resized by the
+    training loader's own resize (:func:`forest_seg.data.resize_pixels`, antialiased bilinear
+    when shrinking) and ImageNet-normalised, so it equals the training tensor of that image."""
+    resized = resize_pixels(pixels, image_size)
+    return normalize_images(torch.from_numpy(resized.copy())[None].to(device))
+
+
 @torch.no_grad()
 def predict_mask(model: torch.nn.Module, pixels: np.ndarray, image_size: int,
                  device: torch.device) -> np.ndarray:
     """uint8 [H,W] {0,1} forest mask for uint8 [H,W,3] pixels.
 
-    The image is resized to the training size, and the logits are resized back to the
-    image's own size before the argmax.
+    The image is resized to the training size as the training tiles were (:func:`model_input`),
+    and the logits are resized back (bilinear) to the image's own size before the argmax.
     """
     height, width = pixels.shape[:2]
-    batch = normalize_images(torch.from_numpy(pixels.copy())[None].to(device))
-    batch = F.interpolate(batch, size=(image_size, image_size), mode="bilinear",
-                          align_corners=False)
-    logits = F.interpolate(model(batch).float(), size=(height, width), mode="bilinear",
-                           align_corners=False)
+    logits = F.interpolate(model(model_input(pixels, image_size, device)).float(),
+                           size=(height, width), mode="bilinear", align_corners=False)
     return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
 
 

@@ -8,7 +8,11 @@ sets exactly the lr an uninterrupted run would. Schedules (``TrainConfig.lr_sche
 - ``cosine``: cosine decay from ``lr`` over the epochs after warm-up, never reaching 0.
 - ``onecycle``: from ``lr / 25`` up to ``lr`` over the first 30% of the epochs after warm-up,
   then cosine down to ``lr / 1e4`` at the last epoch.
-- ``plateau``: ``lr`` halved whenever ``val_loss`` has not improved for 2 epochs in a row.
+- ``plateau``: ``torch.optim.lr_scheduler.ReduceLROnPlateau``'s rule on ``val_loss`` (mode
+  min, factor 0.5, patience 2, threshold 1e-4 relative, cooldown 0, min_lr 0, eps 1e-8): an
+  epoch improves when its loss is below ``best * (1 - 1e-4)``; after the 3rd epoch in a row
+  without improvement (patience counts the epochs after the best) the lr is halved (unless
+  that changes it by no more than 1e-8) and the count restarts. NaN never improves.
 
 ``warmup_epochs`` = w > 0 precedes any of them with a linear ramp: epoch e <= w uses
 ``lr * e / (w + 1)``.
@@ -26,6 +30,8 @@ ONECYCLE_END_DIV = 1e4
 ONECYCLE_RISE = 0.3
 PLATEAU_FACTOR = 0.5
 PLATEAU_PATIENCE = 2
+PLATEAU_THRESHOLD = 1e-4  # relative
+PLATEAU_EPS = 1e-8  # smaller lr changes are skipped
 
 
 def lr_for_epoch(cfg: Any, epoch: int, history: Sequence[Mapping[str, Any]] = ()) -> float:
@@ -40,7 +46,7 @@ def lr_for_epoch(cfg: Any, epoch: int, history: Sequence[Mapping[str, Any]] = ()
     if cfg.lr_schedule == "onecycle":
         return _one_cycle(base, step, steps)
     if cfg.lr_schedule == "plateau":
-        return base * PLATEAU_FACTOR ** _plateau_reductions(history[warmup:epoch - 1])
+        return _plateau_lr(base, history[warmup:epoch - 1])
     return base
 
 
@@ -54,15 +60,19 @@ def _one_cycle(base: float, step: int, steps: int) -> float:
     return end + (base - end) * 0.5 * (1 + math.cos(math.pi * min(1.0, fraction)))
 
 
-def _plateau_reductions(history: Sequence[Mapping[str, Any]]) -> int:
-    """How often the lr was halved after these epochs (ReduceLROnPlateau's rule, mode min)."""
-    best, stale, reductions = math.inf, 0, 0
+def _plateau_lr(base: float, history: Sequence[Mapping[str, Any]]) -> float:
+    """The lr after these epochs' ``val_loss`` values, stepped through ReduceLROnPlateau's rule
+    (mode min, rel threshold, cooldown 0, min_lr 0) starting from ``base``."""
+    lr, best, bad = base, math.inf, 0
     for metrics in history:
-        loss = metrics.get("val_loss", math.nan)
-        if loss < best:
-            best, stale = loss, 0
+        loss = float(metrics.get("val_loss", math.nan))
+        if loss < best * (1.0 - PLATEAU_THRESHOLD):
+            best, bad = loss, 0
         else:
-            stale += 1
-            if stale >= PLATEAU_PATIENCE:
-                reductions, stale = reductions + 1, 0
-    return reductions
+            bad += 1
+        if bad > PLATEAU_PATIENCE:
+            reduced = lr * PLATEAU_FACTOR
+            if lr - reduced > PLATEAU_EPS:
+                lr = reduced
+            bad = 0
+    return lr

@@ -37,7 +37,7 @@ def test_unknown_key_lists_the_valid_ones():
      ("split", "tiles"), ("val_fraction", 0.0), ("val_fraction", 1.0), ("epochs", 0),
      ("batch_size", 1), ("alpha", 1.5), ("points", 2.5), ("lr", "fast"), ("encoder_stages", 5),
      ("optimizer", "sgd"), ("device", "tpu"), ("image_size", None), ("lr_schedule", "step"),
-     ("warmup_epochs", 10)],
+     ("warmup_epochs", 10), ("val_data", ""), ("seed", 1.5)],
 )
 def test_invalid_values_name_the_field(field, value):
     with pytest.raises(ConfigError) as err:
@@ -74,3 +74,24 @@ def test_choice_lists_match_the_modules_that_implement_them():
     assert config.POINT_STRATEGIES == points.POINT_STRATEGIES
     assert config.HEADS == model.HEADS
     assert config.LR_SCHEDULES == schedules.LR_SCHEDULES
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, "-3", 1e10])
+def test_seed_must_lie_in_the_32_bit_range(seed):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict({"seed": seed})
+    assert str(err.value) == f"invalid seed={int(float(seed))}: expected an integer in [0, 2**32)"
+
+
+def test_seed_range_ends_are_valid():
+    assert TrainConfig(seed=0).seed == 0
+    assert TrainConfig.from_dict({"seed": str(2**32 - 1)}).seed == 4294967295
+
+
+def test_val_data_defaults_to_none_and_is_a_flag():
+    assert TrainConfig().val_data is None
+    assert TrainConfig.from_dict({"val_data": "none"}).val_data is None
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    values = config_from_args(parser.parse_args(["--val-data", "/data/held-out"]))
+    assert TrainConfig.from_dict(values).val_data == "/data/held-out"

@@ -13,7 +13,14 @@ from PIL import Image
 
 from forest_seg import data, synthetic
 from forest_seg.cache import cache_dir
-from forest_seg.data import ForestAerialDataset, find_dataset_root, load_tiles, split_indices
+from forest_seg.data import (
+    ForestAerialDataset,
+    find_dataset_root,
+    load_tiles,
+    resize_pixels,
+    select_tiles,
+    split_indices,
+)
 from forest_seg.errors import ConfigError, DatasetError
 
 # Flat tile colours: JPEG at quality 100 keeps flat 8x8 blocks within +-2.
@@ -372,3 +379,22 @@ def test_real_sample_loads_and_splits_by_scene(real_sample):
     assert 0.1 < len(val) / 493 < 0.3
     item = ForestAerialDataset(real_sample, size=64, indices=val)[0]
     assert item["image"].shape == (3, 64, 64) and item["mask"].dtype == torch.int64
+
+
+def test_select_tiles_is_the_subset_the_split_divides():
+    scenes = [f"s{i // 3}" for i in range(30)]
+    for split in ("random", "scene"):
+        train, val = split_indices(scenes, split, 0.25, seed=5, max_tiles=12)
+        assert select_tiles(30, 12, seed=5).tolist() == sorted(np.concatenate([train, val]))
+    assert select_tiles(4).tolist() == [0, 1, 2, 3]
+    assert select_tiles(4, max_tiles=10).tolist() == [0, 1, 2, 3]  # cap above n: all
+
+
+def test_resize_pixels_shrinks_with_antialiasing():
+    # a 1-px checkerboard averages to mid-grey when shrunk 4x (plain bilinear would alias)
+    board = (np.indices((16, 16)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    rgb = np.repeat(board[:, :, None], 3, axis=2)
+    small = resize_pixels(rgb, 4)
+    assert small.shape == (4, 4, 3) and small.dtype == np.uint8
+    assert np.abs(small.astype(int) - 128).max() <= 2
+    assert np.array_equal(resize_pixels(rgb, 16), rgb)  # already that size: unchanged

@@ -6,10 +6,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from forest_seg.checkpoint import save_checkpoint
-from forest_seg.predict import main, overlay
+from forest_seg.data import ForestAerialDataset, normalize_images
+from forest_seg.predict import main, model_input, overlay, read_rgb
 from forest_seg.synthetic import make_synthetic_dataset
 from forest_seg.train import fit
 
@@ -69,3 +71,19 @@ def test_unreadable_image_names_the_file(checkpoint, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "broken.jpg" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_input_is_resized_exactly_as_the_training_loader_does(tmp_path):
+    # a 256 px JPEG shrunk to 48 px: the training tensor comes from the decoded-tile cache
+    root = make_synthetic_dataset(tmp_path / "data", n=1, size=256, seed=4)
+    dataset = ForestAerialDataset(root, size=48)
+    path = dataset.root / "images" / dataset.tiles.names[0]
+    expected = dataset[0]["image"]
+    got = model_input(read_rgb(path), 48, torch.device("cpu"))
+    assert got.shape == (1, 3, 48, 48) and got.dtype == torch.float32
+    assert (got[0] - expected).abs().max().item() == 0.0
+    # the resize choice matters here: plain (not antialiased) bilinear sees other pixels
+    pixels = torch.from_numpy(read_rgb(path).copy())[None]
+    naive = F.interpolate(normalize_images(pixels), size=(48, 48), mode="bilinear",
+                          align_corners=False)
+    assert (naive[0] - expected).abs().mean().item() > 0.01
