@@ -7,7 +7,16 @@ Shared by the sweep drivers (which write the files while trials finish) and by t
   else ``EARLY_STOPPED`` if it reached fewer epochs than planned, else ``COMPLETED``;
 - config columns carry the TrainConfig field names, except that the planned ``epochs`` is
   written as ``max_epochs``, because ``epochs`` is the number of epochs reached;
-- ``val_*`` are the last epoch's values and ``best_val_*`` the best over epochs.
+- ``val_*`` are the last epoch's values: the headline is the final epoch's ``val_miou``;
+- the best epoch is one coherent set: ``best_epoch`` is the epoch of the highest ``val_miou``
+  (the first on a tie) and every ``best_<metric>`` (``best_val_miou``, ``best_val_iou``,
+  ``best_val_loss``, ``best_train_loss``, ...) is that epoch's value. Picked on the validation
+  set itself, these numbers are optimistic and are shown only labelled so;
+- ``baseline_*`` keys of the per-epoch rows (constant per trial: the all-forest prediction, a
+  colour lookup table built from the trial's own labels) are copied from the last row that has
+  them;
+- per-epoch rows re-reported after a retry from a checkpoint count once: the last report of
+  each epoch number (:func:`unique_epochs`).
 """
 
 from __future__ import annotations
@@ -20,14 +29,19 @@ from typing import Any
 RESULTS_FILE = "results.csv"
 HISTORY_FILE = "history.csv"
 STATUSES = ("COMPLETED", "EARLY_STOPPED", "DIVERGED", "ERROR")
+BASELINE_PREFIX = "baseline_"
+BASELINE_COLUMNS = ("baseline_all_forest_miou", "baseline_colour_miou")
 HISTORY_COLUMNS = (
     "trial_id", "epoch", "train_loss", "val_loss", "val_iou", "val_miou", "val_dice",
     "val_precision", "val_recall", "val_accuracy", "lr", "epoch_time_s", "images_per_s",
-    "data_time_s", "diverged",
+    "data_time_s", "diverged", *BASELINE_COLUMNS,
 )
+FINAL_METRICS = ("val_iou", "val_miou", "val_loss")
+BEST_METRICS = ("best_val_iou", "best_val_miou", "best_val_loss")
+# per-epoch keys whose value at the best epoch is recorded as best_<key>
+BEST_PREFIXES = ("val_", "train_")
 RESULT_TAIL = (
-    "status", "val_iou", "val_miou", "val_loss", "best_val_iou", "best_val_miou", "epochs",
-    "train_time_s",
+    "status", *FINAL_METRICS, "best_epoch", *BEST_METRICS, "epochs", "train_time_s",
 )
 
 
@@ -53,6 +67,45 @@ def trial_status(rows: Sequence[Mapping[str, Any]], max_epochs: Any, errored: bo
     return "COMPLETED"
 
 
+def unique_epochs(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows with one row per ``epoch`` number, the last report of each, ordered by epoch.
+
+    A trial retried from a checkpoint re-reports the epochs after that checkpoint; the later
+    report is the one the run continued from. Rows without an ``epoch`` key are numbered by
+    their position (1-based)."""
+    latest: dict[float, Mapping[str, Any]] = {}
+    for i, row in enumerate(rows, start=1):
+        latest[_number(row.get("epoch", i), float(i))] = row
+    return [latest[epoch] for epoch in sorted(latest)]
+
+
+def best_epoch_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``best_epoch`` and every ``best_<metric>`` from the one epoch of the highest val mIoU.
+
+    The first epoch wins a tie; with no finite ``val_miou`` the ``best_epoch`` and the
+    :data:`BEST_METRICS` are NaN."""
+    best: dict[str, Any] = {"best_epoch": math.nan, **dict.fromkeys(BEST_METRICS, math.nan)}
+    scores = [_number(r.get("val_miou")) for r in rows]
+    finite = [i for i, v in enumerate(scores) if math.isfinite(v)]
+    if not finite:
+        return best
+    i = max(finite, key=lambda k: (scores[k], -k))
+    row = rows[i]
+    best["best_epoch"] = int(_number(row.get("epoch", i + 1), float(i + 1)))
+    for key, value in row.items():
+        if key.startswith(BEST_PREFIXES):
+            best[f"best_{key}"] = _number(value)
+    return best
+
+
+def baseline_values(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Every ``baseline_*`` key of the rows with its value in the last row that has it."""
+    values: dict[str, float] = {}
+    for row in rows:
+        values.update({k: _number(v) for k, v in row.items() if k.startswith(BASELINE_PREFIX)})
+    return values
+
+
 def trial_summary(
     trial_id: str,
     config: Mapping[str, Any],
@@ -62,21 +115,24 @@ def trial_summary(
 ) -> dict[str, Any]:
     """The results.csv row of one trial from its config and its per-epoch metric rows.
 
-    ``train_time_s`` defaults to the sum of the rows' ``epoch_time_s``.
+    Columns: ``trial_id``, the config columns, ``status``, the final ``val_iou``, ``val_miou``,
+    ``val_loss``, ``best_epoch`` and the ``best_*`` metrics of that epoch, ``epochs`` (reached),
+    ``train_time_s`` (default: the sum of the rows' ``epoch_time_s``), then the ``baseline_*``
+    values (see the module docstring). ``rows`` should hold one row per epoch
+    (:func:`unique_epochs`).
     """
     columns = config_columns(config)
     last = rows[-1] if rows else {}
     summary: dict[str, Any] = {"trial_id": str(trial_id), **columns}
     summary["status"] = trial_status(rows, columns.get("max_epochs"), errored)
-    for key in ("val_iou", "val_miou", "val_loss"):
+    for key in FINAL_METRICS:
         summary[key] = _number(last.get(key))
-    for key in ("val_iou", "val_miou"):
-        values = [v for v in (_number(r.get(key)) for r in rows) if not math.isnan(v)]
-        summary[f"best_{key}"] = max(values) if values else math.nan
+    summary.update(best_epoch_metrics(rows))
     summary["epochs"] = len(rows)
     if train_time_s is None:
         train_time_s = sum(_number(r.get("epoch_time_s"), 0.0) for r in rows)
     summary["train_time_s"] = train_time_s
+    summary.update(baseline_values(rows))
     return summary
 
 

@@ -3,21 +3,28 @@
 Run::
 
     python sweeps/analyze.py runs/grid                       # writes runs/grid/analysis/
-    python sweeps/analyze.py runs/points runs/lr --out report --metric val_miou
+    python sweeps/analyze.py runs/points runs/lr --out report --metric best_val_miou
     python sweeps/analyze.py runs/grid_asha --compare runs/grid_asha runs/grid_fifo
     python sweeps/analyze.py runs/grid-20240101-120000 runs/pbt-20240102-090000  # methods
 
 Each EXP_DIR is a directory written by ``sweeps/grid.py``, ``sweeps/optuna_search.py`` or
 ``sweeps/pbt.py`` (``results.csv`` + ``history.csv``, or only Ray Tune's trial folders after a
 crash). Several directories are pooled (configurations are matched across them). The tables are
-printed and written with the plots (PNG) to ``OUT/report.md``. ``--compare ASHA_DIR FIFO_DIR``
+printed and written with the plots (PNG) to ``OUT/report.md``. The headline metric is the final
+epoch's val mIoU over the COMPLETED seeds of each configuration (no mean mixes epoch counts);
+``--metric best_val_miou`` ranks by the best epoch instead, which is picked on validation and
+so optimistic. Trials repeated across the directories (same config and seed) count once.
+``--compare ASHA_DIR FIFO_DIR``
 adds the early-stopping study: trial-epochs ASHA saved, whether both pick the same best
 configuration and the regret in the metric if not. Bad input ends with exit status 2 and one
 line on stderr.
 
 Sections that appear when the data calls for them:
 
-- point strategies at equal point counts, paired by seed, when ``point_strategy`` varies;
+- point strategies at equal point counts, heads, encoder stages, each paired by seed (with
+  Holm-adjusted paired t-tests), when ``point_strategy``, ``head`` or ``encoder_stages`` varies;
+- baselines (all-forest prediction, colour lookup table, the network's gain over it) when the
+  trials carry ``baseline_*`` columns; a warning when trials used ``split=random``;
 - methods at an equal trial-epoch budget, when the trials hold several methods: a method is
   the experiment's kind, read from its directory name (``grid-*``, ``pbt-*``, ``optuna-*``;
   other names are ``run``), split by ``lr_schedule`` when a kind uses several. Each method's
@@ -45,7 +52,7 @@ from forest_seg.analysis import (
 from forest_seg.analysis.load import trial_keys
 from forest_seg.errors import ForestSegError
 
-METRICS = ("best_val_miou", "val_miou")
+METRICS = ("val_miou", "best_val_miou")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder for report.md and PNGs (default: "
                              "<first EXP_DIR>/analysis)")
-    parser.add_argument("--metric", choices=METRICS, default="best_val_miou",
-                        help="metric used to rank and compare configurations")
+    parser.add_argument("--metric", choices=METRICS, default="val_miou",
+                        help="metric used to rank and compare configurations (default: the "
+                             "final epoch's val mIoU; best_val_miou is optimistic: picked on "
+                             "validation)")
     parser.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
                         help="keep only trials whose config column has this value "
                              "(repeatable; e.g. --where points=50)")

@@ -21,17 +21,22 @@ from forest_seg.results import HISTORY_FILE, RESULTS_FILE
 
 # Fields a driver sweeps; every other TrainConfig field is a fixed flag of the driver.
 SWEPT_FIELDS = ("points", "lr", "point_strategy", "seed")
+# Fixed flags that take several values: the first is every trial's value, and grid.py adds
+# trials for the others (compared like points and lr); other drivers accept one value only.
+MULTI_VALUED = ("head", "encoder_stages")
+# Every preset validates on whole scenes held out of training (split="scene"): a random split
+# puts tiles of the same scene on both sides. --split random is the report's protocol.
 PRESETS: dict[str, dict[str, Any]] = {
     # The report's scale, for GPUs: full ResNet50, ImageNet weights, 256 px, 10 epochs.
     "paper": {"image_size": 256, "batch_size": 16, "epochs": 10, "encoder_stages": 4,
-              "pretrained": "imagenet"},
+              "pretrained": "imagenet", "split": "scene"},
     # Finishes the default grid within minutes on a 2-core CPU: a ResNet50 truncated after
     # its second stage, 48 px tiles, 240 tiles, 6 epochs of batch 8, no ImageNet download.
     "cpu": {"image_size": 48, "batch_size": 8, "epochs": 6, "encoder_stages": 2,
-            "max_tiles": 240, "pretrained": "none", "device": "cpu"},
+            "max_tiles": 240, "pretrained": "none", "device": "cpu", "split": "scene"},
     # --smoke-test: a minute on a CPU; used by the tests.
     "smoke": {"image_size": 32, "batch_size": 8, "epochs": 2, "encoder_stages": 1,
-              "max_tiles": 24, "pretrained": "none", "device": "cpu"},
+              "max_tiles": 24, "pretrained": "none", "device": "cpu", "split": "scene"},
 }
 METRIC, MODE = "val_miou", "max"
 
@@ -67,8 +72,20 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     run.add_argument("--wait-for-nodes", action="store_true",
                      help="skip the resource check (autoscaling clusters add nodes on demand)")
     fixed = parser.add_argument_group("fixed trial config (TrainConfig fields)")
-    add_config_arguments(fixed, [n for n in TrainConfig.field_names() if n not in SWEPT_FIELDS])
+    add_config_arguments(fixed, [n for n in TrainConfig.field_names()
+                                 if n not in SWEPT_FIELDS + MULTI_VALUED])
+    fixed.add_argument("--head", "--heads", dest="head", nargs="+", default=None,
+                       help="segmentation head(s): linear (the report's) or unet; default "
+                            "linear. grid.py compares several at --base-points/--base-lr")
+    fixed.add_argument("--encoder-stages", dest="encoder_stages", nargs="+", default=None,
+                       help="ResNet50 stages kept (1-4); default: the preset's. grid.py "
+                            "compares several at --base-points/--base-lr")
     return parser
+
+
+def multi_values(args: argparse.Namespace, name: str) -> list[str]:
+    """The values given to a multi-valued fixed flag (:data:`MULTI_VALUED`); [] when unset."""
+    return list(getattr(args, name, None) or [])
 
 
 def start_ray(address: str | None) -> None:
@@ -125,8 +142,14 @@ def fixed_config(args: argparse.Namespace, preset: str) -> dict[str, Any]:
     before any trial starts, and gives the trials an absolute path.
     """
     names = [n for n in TrainConfig.field_names() if n not in SWEPT_FIELDS]
-    values = TrainConfig.from_dict(config_from_args(args, names, PRESETS[preset])).to_dict()
+    given = config_from_args(args, names, PRESETS[preset])
+    for name in MULTI_VALUED:  # the first value is the base; grid.py adds the others
+        if isinstance(given.get(name), list):
+            given[name] = given[name][0]
+    values = TrainConfig.from_dict(given).to_dict()
     values["data"] = str(resolve_data_root(values["data"]).resolve())
+    if values["val_data"] is not None:
+        values["val_data"] = str(resolve_data_root(values["val_data"]).resolve())
     return {name: values[name] for name in names}
 
 
@@ -157,26 +180,45 @@ def print_effective(driver: str, args: argparse.Namespace, **extra: Any) -> None
 
 
 def results_table(results: pd.DataFrame) -> str:
-    """The trials sorted by final val mIoU, as plain text."""
-    columns = [c for c in ("points", "lr", "point_strategy", "seed", "status", "epochs",
-                           "val_miou", "best_val_miou", "val_iou", "train_time_s")
+    """The trials sorted by final val mIoU, as plain text; the best-epoch value is labelled
+    optimistic (picked on validation)."""
+    columns = [c for c in ("points", "lr", "point_strategy", "head", "seed", "status", "epochs",
+                           "val_miou", "val_iou", "best_val_miou", "train_time_s")
                if c in results.columns]
     table = results.sort_values("val_miou", ascending=False, na_position="last")[columns]
+    table = table.rename(columns={"best_val_miou": "best_val_miou(optimistic)"})
     return table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
 def configuration_table(path: str) -> str:
-    """Seeds, mean and 95% interval of best val mIoU per configuration, best first."""
-    from forest_seg.analysis import load_experiment, summarize
+    """Per configuration, best first: the final val mIoU's mean and 95% interval over the
+    COMPLETED seeds (all at the same epoch; the seeds and epoch are shown), the trials left
+    out of that mean, and, for an ASHA run, every seed at the common epoch."""
+    from forest_seg.analysis import load_experiments, summarize
 
-    summary = summarize(load_experiment(path)[0]).sort_values("best_val_miou_mean",
-                                                              ascending=False)
-    rows = [
-        f"  {row.config:<40} seeds {row.n_seeds}  mIoU {row.best_val_miou_mean:.3f}  "
-        + (f"[{row.best_val_miou_ci_lo:.3f}, {row.best_val_miou_ci_hi:.3f}]"
-           if row.n_seeds > 1 else "(1 seed: inconclusive)")
-        for row in summary.itertuples()
-    ]
+    def interval(mean: float, lo: float, hi: float, seeds: int, epoch: object) -> str:
+        at = f"epoch {epoch:g}" if pd.notna(epoch) else "no epoch"
+        if not seeds:
+            return "no seed"
+        if seeds < 2:
+            return f"{mean:.3f} (1 seed at {at}: inconclusive)"
+        return f"{mean:.3f} [{lo:.3f}, {hi:.3f}] ({seeds} seeds at {at})"
+
+    trials, epochs = load_experiments([path])
+    summary = summarize(trials, "val_miou", metrics=["val_miou"], epochs=epochs)
+    summary = summary.sort_values("val_miou_mean", ascending=False, na_position="last")
+    rows = []
+    for row in summary.itertuples():
+        line = (f"  {row.config:<40} final val mIoU "
+                + interval(row.val_miou_mean, row.val_miou_ci_lo, row.val_miou_ci_hi,
+                           row.n_seeds, row.at_epoch)
+                + f"; left out: {row.n_early_stopped} early-stopped, {row.n_diverged} "
+                  f"diverged, {row.n_error} error")
+        if "common_epoch" in summary.columns:
+            line += "; every seed: " + interval(
+                row.val_miou_at_common_mean, row.val_miou_at_common_ci_lo,
+                row.val_miou_at_common_ci_hi, row.n_seeds_at_common, row.common_epoch)
+        rows.append(line)
     return "\n".join(rows)
 
 
@@ -224,6 +266,10 @@ def run_sweep(args, driver: str, points: list[dict[str, Any]] | None = None,
     preset = choose_preset(args, nodes)
     resources = trial_resources(args, nodes)
     fixed = fixed_config(args, preset)
+    for name in MULTI_VALUED if points is None else ():
+        if len(multi_values(args, name)) > 1:
+            raise ConfigError(f"--{name.replace('_', '-')} takes one value in {driver}; "
+                              "compare several with sweeps/grid.py")
     storage, name = experiment_dir(args, driver)
     constants = {k: v for k, v in (space or {}).items() if not hasattr(v, "sample")}
     for point in points or [{}]:
@@ -262,7 +308,7 @@ def run_sweep(args, driver: str, points: list[dict[str, Any]] | None = None,
         return None
     results = pd.read_csv(f"{path}/{RESULTS_FILE}")
     print(results_table(results))
-    print("\nper configuration (best val mIoU over seeds, mean and 95% t-interval):")
+    print("\nper configuration (final val mIoU over COMPLETED seeds, mean and 95% t-interval):")
     print(configuration_table(path))
     print(f"results: {path}/{RESULTS_FILE}  (per epoch: {path}/{HISTORY_FILE})")
     print(f"analysis: python sweeps/analyze.py {path}")

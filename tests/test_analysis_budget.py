@@ -103,24 +103,34 @@ def test_point_strategies_paired_by_seed():
     assert set(got) == {(10, "balanced", "forest"), (50, "balanced", "forest"),
                         (50, "balanced", "uniform"), (50, "forest", "uniform")}
     assert got[(50, "balanced", "forest")].group == "points=50"
-    # balanced - forest per seed: 0.10, 0.09, 0.10 -> mean 0.0966667, sd 0.0057735,
-    # half-width 4.3027 * 0.0057735 / sqrt(3) = 0.0143423 -> [0.0823243, 0.1110090]: clear
+    # final val mIoU; balanced - forest per seed: 0.10, 0.09, 0.10 -> mean 0.0966667,
+    # sd 0.0057735, half-width 4.3026527 * 0.0057735 / sqrt(3) = 0.0143422
+    # -> [0.0823245, 0.1110089]; t = 0.0966667 / (0.0057735 / sqrt(3)) = 29,
+    # p (2 df) = 1 - t / sqrt(t^2 + 2) = 0.0011869
     clear = got[(50, "balanced", "forest")]
     assert clear.n_pairs == 3 and clear.mean_diff == pytest.approx(0.0966667, abs=1e-6)
     assert clear.sd_diff == pytest.approx(0.0057735, abs=1e-6)
-    assert clear.ci_lo == pytest.approx(0.0823243, abs=1e-6)
-    assert clear.ci_hi == pytest.approx(0.1110090, abs=1e-6)
+    assert clear.ci_lo == pytest.approx(0.0823245, abs=1e-6)
+    assert clear.ci_hi == pytest.approx(0.1110089, abs=1e-6)
+    assert clear.p_value == pytest.approx(1 - 29 / math.sqrt(29**2 + 2), rel=1e-5)
     assert clear.verdict == "point_strategy=balanced better"
-    # balanced - uniform: -0.01, +0.02, -0.01 -> mean 0, sd sqrt(0.0003) = 0.0173205,
-    # half-width 4.3027 * 0.0173205 / sqrt(3) = 0.043027: the interval holds 0
+    # balanced - uniform: -0.01, +0.02, -0.01 -> mean 0 (p = 1), sd sqrt(0.0003) = 0.0173205,
+    # half-width 4.3026527 * 0.0173205 / sqrt(3) = 0.0430265: the interval holds 0
     noise = got[(50, "balanced", "uniform")]
     assert noise.mean_diff == pytest.approx(0.0, abs=1e-12)
-    assert noise.ci_hi == pytest.approx(0.043027, abs=1e-6)
-    assert noise.verdict == "within noise"
+    assert noise.ci_hi == pytest.approx(0.0430265, abs=1e-6)
+    assert noise.verdict == "not resolved"
     # forest - uniform: -0.11, -0.07, -0.11 -> mean -0.0966667, sd 0.0230940,
-    # half-width 4.3027 * 0.023094 / sqrt(3) = 0.0573693 -> upper end -0.0392974 < 0
+    # half-width 4.3026527 * 0.023094 / sqrt(3) = 0.0573687 -> upper end -0.0392980 < 0;
+    # t = 7.25, p = 1 - 7.25 / sqrt(7.25^2 + 2) = 0.0184979
     worse = got[(50, "forest", "uniform")]
-    assert worse.ci_hi == pytest.approx(-0.0392974, abs=1e-6)
+    assert worse.ci_hi == pytest.approx(-0.0392980, abs=1e-6)
+    assert worse.p_value == pytest.approx(1 - 7.25 / math.sqrt(7.25**2 + 2), rel=1e-5)
+    # Holm over the three comparisons with a p-value: 3 * 0.0011869, then 2 * 0.0184979 =
+    # 0.0369958 (still < 0.05), then max(0.0369958, 1 * 1.0) = 1
+    assert clear.p_holm == pytest.approx(3 * clear.p_value)
+    assert worse.p_holm == pytest.approx(2 * worse.p_value) and worse.p_holm < 0.05
+    assert noise.p_holm == pytest.approx(1.0)
     assert worse.verdict == "point_strategy=uniform better"
     # points=10: one seed, 0.40 - 0.45
     single = got[(10, "balanced", "forest")]
@@ -135,6 +145,7 @@ def test_report_has_strategy_section_only_when_strategies_vary(tmp_path):
            "balanced better" in "\n".join(result.notes)
     assert "point_strategy=balanced vs point_strategy=uniform (points=50): difference" in \
         "\n".join(result.notes)
+    assert "not resolved" in "\n".join(result.notes)
     assert result.strategy_differences is not None and result.methods is None
     one = strategy_trials().query("point_strategy == 'balanced' or points == 0")
     plain = analyze(one, None, tmp_path / "b")  # strategies vary only among dense rows
@@ -175,15 +186,19 @@ def test_methods_at_equal_budget_by_hand():
     # PBT spends exactly B: its best epoch is p_00001's 0.70
     assert pbt["best_in_budget"] == pytest.approx(0.70)
     assert pbt["best_in_budget_trial"] == "p_00001"
-    # whole grid: lr=1e-4 has best_val_miou 0.90 (seed 0), 0.85 (seed 1): mean 0.875,
-    # sd 0.0353553, half-width 12.7062 * 0.0353553 / sqrt(2) = 0.317655
+    # whole grid: every trial stopped at 3 of 4 epochs, so no configuration has a COMPLETED
+    # seed and the best is taken at the common epoch 3: lr=1e-4 has val mIoU 0.90 (seed 0),
+    # 0.85 (seed 1) there: mean 0.875, sd 0.0353553, half-width 12.7062047 * 0.0353553 /
+    # sqrt(2) = 0.3176551
     assert grid["best_config"] == "lr=0.0001" and grid["best_n_seeds"] == 2
-    assert grid["best_mean"] == pytest.approx(0.875)
-    assert grid["best_ci_lo"] == pytest.approx(0.875 - 0.317655, abs=1e-6)
+    assert grid["best_mean"] == pytest.approx(0.875) and grid["best_at_epoch"] == 3
+    assert grid["best_ci_lo"] == pytest.approx(0.875 - 0.3176551, abs=1e-6)
     assert grid["seeds"] == "0, 1" and pbt["seeds"] == "0"
-    # PBT: final lrs differ, so each trial is a configuration with one seed: no interval
-    assert pbt["best_config"] == "lr=0.0012" and pbt["best_mean"] == pytest.approx(0.70)
+    # PBT: final lrs differ, so each trial is a configuration with one seed: no interval; its
+    # trials COMPLETED 4 epochs, final val mIoU 0.65 (lr 8e-4) and 0.55 (lr 1.2e-3)
+    assert pbt["best_config"] == "lr=0.0008" and pbt["best_mean"] == pytest.approx(0.65)
     assert pbt["best_n_seeds"] == 1 and math.isnan(pbt["best_ci_lo"])
+    assert pbt["best_at_epoch"] == 4
     # same points, strategy, planned epochs...: lr and seeds are what the methods choose
     assert set(table["comparable"]) == {"yes"}
 
@@ -252,9 +267,9 @@ def test_analyze_cli_compares_a_grid_and_pbt_dir(tmp_path, capsys):
     cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
     # method, trials, seeds, trial-epochs, best within B, (trial), best config, its mean, comp.
     assert cells[0] == ["grid", "4", "0, 1", "12", "0.6300", "g_00002", "lr=0.0001",
-                        "0.8750 ± 0.3177 (2 seeds)", "yes"]
-    assert cells[1] == ["pbt", "2", "0", "8", "0.7000", "p_00001", "lr=0.0012",
-                        "0.7000 (1 seed: inconclusive)", "yes"]
+                        "0.8750 ± 0.3177 (2 seeds, epoch 3)", "yes"]
+    assert cells[1] == ["pbt", "2", "0", "8", "0.7000", "p_00001", "lr=0.0008",
+                        "0.6500 (1 seed: inconclusive; epoch 4)", "yes"]
     assert "![lr_paths](lr_paths.png)" in report and (out / "lr_paths.png").stat().st_size
     assert "Point strategies" not in report  # one strategy: no section
     loaded, _ = load_experiments([grid, pbt])

@@ -56,7 +56,7 @@ def test_end_to_end_writes_report_and_pngs(analyze_cli, tmp_path, capsys):
     assert analyze_cli.main([str(exp), "--out", str(out),
                              "--compare", str(asha), str(fifo)]) == 0
     printed = capsys.readouterr().out
-    assert printed.startswith(f"analyze: exp_dirs={exp} out={out} metric=best_val_miou")
+    assert printed.startswith(f"analyze: exp_dirs={exp} out={out} metric=val_miou")
     report = (out / "report.md").read_text()
     for name in ("miou_vs_points", "miou_vs_lr", "learning_curves"):
         assert f"![{name}]({name}.png)" in report
@@ -73,11 +73,39 @@ def test_end_to_end_writes_report_and_pngs(analyze_cli, tmp_path, capsys):
 
 def test_default_out_and_metric(analyze_cli, tmp_path, capsys):
     exp = make_grid(tmp_path / "grid", stop_low_lr=True)
-    assert analyze_cli.main([str(exp), "--metric", "val_miou"]) == 0
+    assert analyze_cli.main([str(exp), "--metric", "best_val_miou"]) == 0
     assert (exp / "analysis" / "report.md").is_file()
     assert (exp / "analysis" / "asha_stops.png").is_file()
-    assert "metric: `val_miou`" in (exp / "analysis" / "report.md").read_text()
-    assert "metric=val_miou" in capsys.readouterr().out
+    report = (exp / "analysis" / "report.md").read_text()
+    assert "metric: `best_val_miou` (best epoch val mIoU (optimistic: picked on validation))" \
+        in report
+    assert "metric=best_val_miou" in capsys.readouterr().out
+    assert analyze_cli.build_parser().parse_args([str(exp)]).metric == "val_miou"
+    # lr 1e-3 trials stopped after epoch 1: every configuration is also shown at epoch 1
+    assert "final val mIoU at epoch 1, every seed (95% CI)" in report
+    assert "Early-stopped trials: every configuration is also shown at epoch 1" in report
+
+
+def test_quickstart_configuration_table_says_seeds_and_epochs(tmp_path):
+    spec = importlib.util.spec_from_file_location("sweeps_common", SCRIPT.parent / "common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    exp = make_grid(tmp_path / "grid", stop_low_lr=True)
+    lines = common.configuration_table(str(exp)).splitlines()
+    assert len(lines) == 6
+    # best first: points=0 at lr 1e-4, final val mIoU 0.79, 0.80 -> 0.795, sd 0.0070711,
+    # half-width 12.7062047 * 0.0070711 / sqrt(2) = 0.0635310; at epoch 1 (best - 0.1):
+    # 0.70, 0.71 -> 0.705
+    assert lines[0].split()[:2] == ["points=0,", "lr=0.0001"]
+    assert "final val mIoU 0.795 [0.731, 0.859] (2 seeds at epoch 3)" in lines[0]
+    assert "left out: 0 early-stopped, 0 diverged, 0 error" in lines[0]
+    assert "every seed: 0.705 [0.641, 0.769] (2 seeds at epoch 1)" in lines[0]
+    # lr 1e-3 stopped after one epoch: no headline seed, never an average over 1 and 3 epochs;
+    # points=50 at epoch 1: 0.50, 0.51
+    stopped = next(ln for ln in lines if "points=50, lr=0.001 " in ln)
+    assert "final val mIoU no seed; left out: 2 early-stopped" in stopped
+    assert "every seed: 0.505 [0.441, 0.569] (2 seeds at epoch 1)" in stopped
+    assert all("lr=0.001 " in ln for ln in lines[3:])  # NaN means last
 
 
 @pytest.mark.parametrize("kind", ["missing", "empty"])
@@ -114,3 +142,12 @@ def test_where_keeps_only_matching_trials(analyze_cli):
             analyze_cli.select(trials, epochs, ["points=7"])
         with pytest.raises(ResultsError, match="COLUMN=VALUE"):
             analyze_cli.select(trials, epochs, ["colour=green"])
+
+
+def test_pooled_copies_are_reported_and_counted_once(analyze_cli, tmp_path):
+    one = make_grid(tmp_path / "a" / "grid")
+    copy = make_grid(tmp_path / "b" / "grid")
+    assert analyze_cli.main([str(one), str(copy), "--out", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "12 duplicate trial(s) (same config and seed as another" in report
+    assert "Experiments: grid; 12 trials" in report

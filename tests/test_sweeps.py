@@ -44,6 +44,28 @@ def test_cross_strategies_and_no_dense():
     assert all(t["points"] > 0 for t in trials)
 
 
+def test_other_heads_and_depths_join_at_the_base_configuration():
+    trials = study_configs([10, 50], [1e-3, 1e-4], ["balanced"], seeds=2, base_lr=1e-3,
+                           alternatives={"head": ["linear"], "encoder_stages": [4]})
+    extra = [t for t in trials if "head" in t or "encoder_stages" in t]
+    assert extra == [
+        {"points": 50, "lr": 1e-3, "point_strategy": "balanced", "head": "linear", "seed": 0},
+        {"points": 50, "lr": 1e-3, "point_strategy": "balanced", "encoder_stages": 4,
+         "seed": 0},
+        {"points": 50, "lr": 1e-3, "point_strategy": "balanced", "head": "linear", "seed": 1},
+        {"points": 50, "lr": 1e-3, "point_strategy": "balanced", "encoder_stages": 4,
+         "seed": 1},
+    ]
+    assert len(trials) == 2 * (3 + 1 + 2)  # (10|50 at 1e-3, 50 at 1e-4) + dense + 2 extra
+
+
+def test_cross_multiplies_every_configuration_by_the_heads():
+    trials = study_configs([10, 50], [1e-3], ["balanced"], seeds=1, dense=False, cross=True,
+                           alternatives={"head": ["linear"]})
+    assert [(t["points"], t.get("head", "base")) for t in trials] == [
+        (10, "base"), (50, "base"), (10, "linear"), (50, "linear")]
+
+
 def test_zero_seeds_is_an_error():
     from forest_seg.errors import ConfigError
 
@@ -92,13 +114,21 @@ def test_asha_stops_hopeless_trials_and_fifo_does_not(tmp_path):
     [(["--gpus-per-trial", "1"], "--gpus-per-trial 1"),
      (["--points", "-5"], "points=-5"),
      (["--strategies", "clicks"], "point_strategy='clicks'"),
-     (["--data", "/nonexistent/forest"], "/nonexistent/forest")],
+     (["--data", "/nonexistent/forest"], "/nonexistent/forest"),
+     (["--heads", "unet", "cubic"], "head='cubic'")],
 )
 def test_impossible_or_bad_requests_fail_at_once(tmp_path, args, culprit):
     done = run_driver("grid.py", "--smoke-test", "--storage-path", tmp_path, *args, timeout=180)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert culprit in lines[-1] and "Traceback" not in done.stderr
+
+
+def test_a_search_driver_takes_one_head(tmp_path):
+    done = run_driver("optuna_search.py", "--smoke-test", "--storage-path", tmp_path,
+                      "--heads", "unet", "linear", timeout=180)
+    assert done.returncode == 2
+    assert "--head takes one value in optuna" in done.stderr.strip().splitlines()[-1]
 
 
 def _result_timestamps(exp: Path) -> dict[str, list[float]]:

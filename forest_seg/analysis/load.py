@@ -15,11 +15,18 @@ Conventions:
   number of epochs a trial reached.
 - Every loaded frame carries an ``experiment`` column (the directory name, made unique when two
   directories share a name); ``(experiment, trial_id)`` identifies a trial.
+- Seeds are seeds: two trials with the same value in every config column, ``seed`` included,
+  are the same run (training is deterministic on a CPU), so pooling experiments keeps only the
+  first of them (:func:`drop_duplicate_trials`); the number dropped is logged and kept in
+  ``trials.attrs["duplicates_dropped"]``. PBT trials are never duplicates: their ``lr`` is the
+  final one of a path their config columns do not describe.
+- ``baseline_*`` columns (the all-forest and colour-table baselines of a trial) are metrics.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -35,10 +42,15 @@ from forest_seg.results import (
     RESULT_TAIL,
     RESULTS_FILE,
     trial_summary,
+    unique_epochs,
 )
 
-BOOKKEEPING = ("experiment", "trial_id", "status", "epochs", "train_time_s")
-METRIC_PREFIXES = ("val_", "best_", "train_")
+LOG = logging.getLogger(__name__)
+# run records, not hyperparameters: never part of a configuration
+BOOKKEEPING = ("experiment", "trial_id", "status", "epochs", "train_time_s", "driver", "error",
+               "checkpoint", "checkpoint_path")
+METRIC_PREFIXES = ("val_", "best_", "train_", "baseline_")
+DUPLICATES_DROPPED = "duplicates_dropped"  # key of trials.attrs set by load_experiments
 REQUIRED_RESULTS = ("trial_id", "status", "val_miou", "best_val_miou", "epochs")
 REQUIRED_HISTORY = ("trial_id", "epoch")
 # Keys Ray Tune adds to every result row; they are not metrics of ours.
@@ -49,6 +61,8 @@ RAY_KEYS = frozenset({
     "experiment_id", "experiment_tag", "checkpoint_dir_name", "should_checkpoint", "warmup_time",
 })
 _RAY_TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
+_KIND = re.compile(r"^(grid|optuna|pbt)(?![a-z])", re.IGNORECASE)
+DEFAULT_KIND = "run"
 
 
 class ResultsError(ForestSegError):
@@ -100,6 +114,12 @@ def config_label(row: pd.Series | dict, columns: Sequence[str]) -> str:
     if not columns:
         return "all trials"
     return ", ".join(f"{c}={format_value(row[c])}" for c in columns)
+
+
+def experiment_kind(name: object) -> str:
+    """``grid``, ``optuna`` or ``pbt`` from an experiment name's prefix, else ``run``."""
+    match = _KIND.match(str(name).strip())
+    return match.group(1).lower() if match else DEFAULT_KIND
 
 
 def trial_keys(frame: pd.DataFrame) -> list[str]:
@@ -240,6 +260,7 @@ def _ray_trial(trial_dir: Path) -> tuple[dict, list[dict]]:
             if key not in RAY_KEYS and key != "epoch" and not isinstance(value, (dict, list)):
                 entry[key] = value
         history.append(entry)
+    history = list(unique_epochs(history))  # a retry re-reports epochs: keep the last report
 
     errored = (trial_dir / "error.txt").is_file() or (trial_dir / "error.pkl").is_file()
     last_time = rows[-1].get("time_total_s") if rows else None
@@ -268,8 +289,11 @@ def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load one experiment directory into ``(trials, epochs)`` (no ``experiment`` column).
 
     ``trials`` has a row per trial: ``trial_id``, the config columns, then ``status``,
-    ``val_iou``, ``val_miou``, ``val_loss``, ``best_val_iou``, ``best_val_miou``, ``epochs``
-    (reached, int; 0 when none was recorded), ``train_time_s``; sorted by ``trial_id``.
+    ``val_iou``, ``val_miou``, ``val_loss`` (final epoch), ``best_epoch``, ``best_val_iou``,
+    ``best_val_miou``, ``best_val_loss`` (all at the best epoch; NaN in files written before
+    ``best_epoch`` existed), ``epochs`` (reached, int; 0 when none was recorded),
+    ``train_time_s``, then any other columns (``baseline_*``, ``best_<metric>``); sorted by
+    ``trial_id``.
     ``epochs`` has a row per trial per epoch (``trial_id``, ``epoch`` 1-based, the per-epoch
     metrics, ``diverged`` as bool), sorted by trial and epoch.
 
@@ -320,7 +344,9 @@ def load_experiments(exp_dirs: str | Path | Sequence[str | Path]) -> tuple[pd.Da
 
     Both frames gain a leading ``experiment`` column: the directory name, suffixed ``#2``,
     ``#3``... when two directories share a name. Passing the same directory twice is an error
-    (its trials would be counted twice).
+    (its trials would be counted twice); a trial repeated in another directory (same config
+    columns and seed: the same run) is kept once, the first, and its history with it; the
+    number dropped is logged and set in ``trials.attrs["duplicates_dropped"]``.
     """
     if isinstance(exp_dirs, (str, Path)):
         exp_dirs = [exp_dirs]
@@ -345,4 +371,37 @@ def load_experiments(exp_dirs: str | Path | Sequence[str | Path]) -> tuple[pd.Da
     non_empty = [e for e in all_epochs if not e.empty]
     epochs = pd.concat(non_empty, ignore_index=True, sort=False) if non_empty else (
         _empty_history().assign(experiment=pd.Series(dtype=object)))
+    repeated = duplicate_mask(trials)
+    if repeated.any():
+        LOG.warning("dropped %d duplicate trial(s): same config columns and seed as an earlier "
+                    "trial (the same run), counted once", int(repeated.sum()))
+        keys = trial_keys(trials)
+        gone = epochs[keys].merge(trials.loc[repeated, keys], on=keys, how="left",
+                                  indicator=True)["_merge"].eq("both").to_numpy()
+        epochs = epochs[~gone]
+        trials = trials[~repeated].reset_index(drop=True)
+    trials.attrs[DUPLICATES_DROPPED] = int(repeated.sum())
     return trials, _normalise_history(epochs)
+
+
+def duplicate_mask(trials: pd.DataFrame) -> pd.Series:
+    """True for each trial that repeats an earlier row's config columns and ``seed`` (see the
+    module docstring); all False without a ``seed`` column. PBT trials are never repeats."""
+    if "seed" not in trials.columns or trials.empty:
+        return pd.Series(False, index=trials.index)
+    cols = config_columns(trials, include_seed=True)
+    keys = pd.Series([tuple(norm_value(v) for v in values)
+                      for values in trials[cols].itertuples(index=False, name=None)],
+                     index=trials.index)
+    if "experiment" in trials.columns:
+        pbt = trials["experiment"].map(experiment_kind) == "pbt"
+        keys[pbt] = [("pbt", i) for i in trials.index[pbt]]  # unique: never repeats
+    return keys.duplicated(keep="first")
+
+
+def drop_duplicate_trials(trials: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``trials`` without repeated (config, seed) trials, the first kept; and how many went."""
+    repeated = duplicate_mask(trials)
+    kept = trials[~repeated].reset_index(drop=True)
+    kept.attrs = dict(trials.attrs)
+    return kept, int(repeated.sum())

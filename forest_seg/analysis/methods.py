@@ -22,6 +22,10 @@ Conventions:
   trials one after another would have shown after ``B`` trial-epochs. Each history row is one
   trial-epoch carrying its ``val_miou``; a trial without history rows counts its ``epochs``,
   with its ``best_val_miou`` known only at its last one.
+- A method's *best configuration* is the one with the highest mean ``metric`` over its
+  COMPLETED seeds (the summary's headline, which never mixes epoch counts); when none of its
+  configurations has a COMPLETED trial (every trial stopped early), the highest mean at the
+  common epoch of its trials instead. ``best_at_epoch`` says which epoch the mean is at.
 - *Comparable*: besides ``lr``, ``lr_schedule``, ``warmup_epochs`` and ``seed`` (what methods
   choose), and execution-only fields (``device``, ``num_workers``, ``threads``,
   ``checkpoint_every``), every config column must take the same set of values in every method;
@@ -31,35 +35,30 @@ Conventions:
 from __future__ import annotations
 
 import math
-import re
 
 import pandas as pd
 
 from forest_seg.analysis.load import (
+    DEFAULT_KIND,
     config_columns,
+    experiment_kind,
     format_value,
     norm_value,
     trial_keys,
 )
-from forest_seg.analysis.stats import summarize
+from forest_seg.analysis.stats import HEADLINE_METRIC
+from forest_seg.analysis.summary import AT_COMMON, summarize
 
 KINDS = ("grid", "optuna", "pbt")
-DEFAULT_KIND = "run"
 DEFAULT_SCHEDULE = "constant"
 METHOD_CHOICES = ("lr", "lr_schedule", "warmup_epochs", "seed")
 EXECUTION_ONLY = ("device", "num_workers", "threads", "checkpoint_every")
-_KIND = re.compile(r"^(grid|optuna|pbt)(?![a-z])", re.IGNORECASE)
 METHOD_COLUMNS = [
     "method", "kind", "lr_schedule", "experiments", "n_trials", "seeds", "trial_epochs",
     "budget", "budget_used", "budget_trials", "best_in_budget", "best_in_budget_trial",
-    "best_config", "best_mean", "best_ci_lo", "best_ci_hi", "best_n_seeds", "comparable",
+    "best_config", "best_mean", "best_ci_lo", "best_ci_hi", "best_n_seeds", "best_at_epoch",
+    "comparable",
 ]
-
-
-def experiment_kind(name: object) -> str:
-    """``grid``, ``optuna`` or ``pbt`` from an experiment name's prefix, else ``run``."""
-    match = _KIND.match(str(name).strip())
-    return match.group(1).lower() if match else DEFAULT_KIND
 
 
 def _kinds_and_schedules(trials: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -153,17 +152,35 @@ def _order(labels: pd.Series, trials: pd.DataFrame) -> list[str]:
     return sorted(keys, key=keys.get)
 
 
+def best_of_method(group: pd.DataFrame, epochs: pd.DataFrame | None, metric: str) -> dict:
+    """The best configuration of one method's trials (module docstring): ``best_config``,
+    ``best_mean``, ``best_ci_lo``, ``best_ci_hi``, ``best_n_seeds``, ``best_at_epoch``."""
+    summary = summarize(group, metric, metrics=[metric], epochs=epochs)
+    for stem, seeds, epoch in ((metric, "n_seeds", "at_epoch"),
+                               (f"{metric}_{AT_COMMON}", "n_seeds_at_common", "common_epoch")):
+        means = summary.get(f"{stem}_mean", pd.Series(dtype=float))
+        if means.notna().any():
+            best = summary.loc[means.idxmax()]
+            return {"best_config": best["config"], "best_mean": float(best[f"{stem}_mean"]),
+                    "best_ci_lo": float(best[f"{stem}_ci_lo"]),
+                    "best_ci_hi": float(best[f"{stem}_ci_hi"]),
+                    "best_n_seeds": int(best[seeds]), "best_at_epoch": best[epoch]}
+    return {"best_config": None, "best_mean": math.nan, "best_ci_lo": math.nan,
+            "best_ci_hi": math.nan, "best_n_seeds": 0, "best_at_epoch": math.nan}
+
+
 def compare_methods(trials: pd.DataFrame, epochs: pd.DataFrame | None = None,
-                    metric: str = "best_val_miou") -> pd.DataFrame:
+                    metric: str = HEADLINE_METRIC) -> pd.DataFrame:
     """A row per method (module docstring) compared at the common trial-epoch budget ``B``.
 
     Columns: ``method``, ``kind``, ``lr_schedule``, ``experiments`` (names), ``n_trials``,
     ``seeds``, ``trial_epochs`` (spent), ``budget`` (``B``), ``budget_used``, ``budget_trials``
     and ``best_in_budget`` / ``best_in_budget_trial`` (the replay of :func:`budget_replay`:
     the best single-trial val mIoU seen within ``B``), then over the whole method the best
-    configuration by mean ``metric`` over seeds: ``best_config``, ``best_mean``,
-    ``best_ci_lo``, ``best_ci_hi`` (95% t-interval), ``best_n_seeds``; last ``comparable``
-    (``yes`` or ``not comparable: differs in X``). Rows are ordered by kind, then schedule.
+    configuration by mean ``metric`` over seeds (:func:`best_of_method`): ``best_config``,
+    ``best_mean``, ``best_ci_lo``, ``best_ci_hi`` (95% t-interval), ``best_n_seeds``,
+    ``best_at_epoch``; last ``comparable`` (``yes`` or ``not comparable: differs in X``).
+    Rows are ordered by kind, then schedule.
     """
     if trials.empty:
         return pd.DataFrame(columns=METHOD_COLUMNS)
@@ -177,9 +194,6 @@ def compare_methods(trials: pd.DataFrame, epochs: pd.DataFrame | None = None,
     for method in _order(labels, trials):
         group = trials[labels == method]
         replay = budget_replay(group, epochs, budget)
-        summary = summarize(group, metrics=[metric], metric=metric)
-        means = summary[f"{metric}_mean"] if len(summary) else pd.Series(dtype=float)
-        best = summary.loc[means.idxmax()] if means.notna().any() else None
         seeds = (sorted({norm_value(s) for s in group["seed"]} - {None})
                  if "seed" in group.columns else [])
         differs = [c for c, sets in differences.items()
@@ -193,11 +207,7 @@ def compare_methods(trials: pd.DataFrame, epochs: pd.DataFrame | None = None,
             "trial_epochs": totals[method], "budget": budget, "budget_used": replay["used"],
             "budget_trials": replay["trials"], "best_in_budget": replay["best"],
             "best_in_budget_trial": replay["best_trial"],
-            "best_config": None if best is None else best["config"],
-            "best_mean": math.nan if best is None else float(best[f"{metric}_mean"]),
-            "best_ci_lo": math.nan if best is None else float(best[f"{metric}_ci_lo"]),
-            "best_ci_hi": math.nan if best is None else float(best[f"{metric}_ci_hi"]),
-            "best_n_seeds": 0 if best is None else int(best["n_seeds"]),
+            **best_of_method(group, epochs, metric),
             "comparable": f"not comparable: differs in {', '.join(differs)}" if differs
             else "yes",
         })
@@ -209,15 +219,16 @@ def methods_for_report(methods: pd.DataFrame) -> pd.DataFrame:
     def interval(r: pd.Series) -> str:
         if math.isnan(r["best_mean"]):
             return "n/a"
+        at = f"epoch {r['best_at_epoch']:g}" if pd.notna(r["best_at_epoch"]) else "epoch n/a"
         if math.isnan(r["best_ci_lo"]):
-            return f"{r['best_mean']:.4f} (1 seed: inconclusive)"
+            return f"{r['best_mean']:.4f} (1 seed: inconclusive; {at})"
         return (f"{r['best_mean']:.4f} ± {(r['best_ci_hi'] - r['best_ci_lo']) / 2:.4f} "
-                f"({r['best_n_seeds']} seeds)")
+                f"({r['best_n_seeds']} seeds, {at})")
 
     return pd.DataFrame({
         "method": methods["method"], "trials": methods["n_trials"], "seeds": methods["seeds"],
         "trial-epochs": methods["trial_epochs"],
-        "best val mIoU within B": methods["best_in_budget"],
+        "best epoch val mIoU within B (optimistic: max over trials)": methods["best_in_budget"],
         "trial": methods["best_in_budget_trial"].fillna("n/a"),
         "best config (whole method)": methods["best_config"].fillna("n/a"),
         "its mean (95% CI)": [interval(r) for _, r in methods.iterrows()],

@@ -24,7 +24,8 @@ from forest_seg.analysis.load import (
     varying_columns,
 )
 from forest_seg.analysis.methods import method_labels
-from forest_seg.analysis.stats import DENSE_POINTS, config_ids, summarize
+from forest_seg.analysis.stats import DENSE_POINTS, HEADLINE_METRIC, config_ids
+from forest_seg.analysis.summary import metric_label, summarize
 
 STATUS_COLOURS = {"COMPLETED": "tab:green", "EARLY_STOPPED": "tab:orange",
                   "DIVERGED": "tab:red", "ERROR": "tab:gray"}
@@ -102,21 +103,22 @@ def _metric_vs(trials: pd.DataFrame, path: Path, metric: str, factor: str, name:
     ax.set_xticks(ticks, [format_value(v) for v in ticks])
     ax.minorticks_off()
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"{metric} (mean, 95% CI)")
+    ax.set_ylabel(f"{metric_label(metric)}\n(mean, 95% CI over COMPLETED seeds)",
+                  fontsize="small")
     ax.set_title(f"{metric} vs {factor} (error bars: 95% CI over seeds)")
     ax.legend(fontsize="small")
     return _save(fig, path, name)
 
 
 def plot_miou_vs_points(trials: pd.DataFrame, path: str | Path,
-                        metric: str = "best_val_miou") -> Plot:
+                        metric: str = HEADLINE_METRIC) -> Plot:
     """``metric`` vs points per image (log x); points=0 (dense) as a dashed horizontal line."""
     return _metric_vs(trials, Path(path), metric, "points", "miou_vs_points",
                       "points per image (log scale)")
 
 
 def plot_miou_vs_lr(trials: pd.DataFrame, path: str | Path,
-                    metric: str = "best_val_miou") -> Plot:
+                    metric: str = HEADLINE_METRIC) -> Plot:
     """``metric`` vs learning rate (log x), a line per other configuration."""
     return _metric_vs(trials, Path(path), metric, "lr", "miou_vs_lr", "learning rate (log scale)")
 
@@ -253,7 +255,7 @@ def plot_lr_paths(trials: pd.DataFrame, epochs: pd.DataFrame | None, path: str |
 
 
 def make_plots(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Path,
-               metric: str = "best_val_miou") -> list[Plot]:
+               metric: str = HEADLINE_METRIC) -> list[Plot]:
     """Write every plot into ``out_dir`` (``<name>.png``); skipped ones carry their reason."""
     out = Path(out_dir)
     return [

@@ -1,124 +1,76 @@
-"""Markdown tables and the ``report.md`` of a sweep analysis (no ``tabulate`` needed)."""
+"""The ``report.md`` of a sweep analysis: sections, notes and :func:`analyze`."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from forest_seg.analysis.load import format_value, norm_value, trial_keys, varying_columns
+from forest_seg.analysis.load import (
+    DUPLICATES_DROPPED,
+    format_value,
+    norm_value,
+    trial_keys,
+    varying_columns,
+)
 from forest_seg.analysis.methods import (
     compare_methods,
     method_labels,
     method_notes,
     methods_for_report,
 )
+from forest_seg.analysis.pairs import NOT_RESOLVED, paired_differences
 from forest_seg.analysis.plots import Plot, make_plots
 from forest_seg.analysis.stats import (
     DENSE_POINTS,
-    METRICS,
+    HEADLINE_METRIC,
     comparison_table,
     lr_instability,
-    paired_differences,
     status_counts,
-    summarize,
+)
+from forest_seg.analysis.summary import metric_label, summarize
+from forest_seg.analysis.tables import (
+    baselines_for_report,
+    config_formats,
+    summary_for_report,
+    to_markdown,
 )
 
 REPORT_FILE = "report.md"
+# (factor, pairs, section name): paired-difference sections, each when its factor varies
+FACTOR_SECTIONS = (
+    ("points", "adjacent", "Paired differences between point counts"),
+    ("point_strategy", "all", "Point strategies at equal point counts"),
+    ("head", "all", "Heads"),
+    ("encoder_stages", "adjacent", "Encoder stages"),
+)
+REPORT_METRICS = ("val_miou", "val_iou", "best_val_miou")
 
 
-def _cell(value: object, floatfmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return format(value, floatfmt)
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(frame: pd.DataFrame, floatfmt: str = ".4f", index: bool = False,
-                formats: dict[str, str] | None = None) -> str:
-    """A GitHub-flavoured markdown table of ``frame``; NaN shows as ``n/a``, bools as yes/no.
-
-    Numeric columns are right-aligned. Floats are formatted with ``format(x, floatfmt)``, or
-    with ``formats[column]`` for the columns it names (e.g. ``{"lr": "g"}``).
-    """
-    if index:
-        frame = frame.reset_index()
-    header = [str(c) for c in frame.columns]
-    fmts = [(formats or {}).get(c, floatfmt) for c in frame.columns]
-    body = [[_cell(v.item() if hasattr(v, "item") else v, f) for v, f in zip(row, fmts,
-                                                                           strict=True)]
-            for row in frame.itertuples(index=False, name=None)]
-    numeric = [pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
-               for c in frame.columns]
-    widths = [max([len(h), 3, *(len(r[i]) for r in body)]) for i, h in enumerate(header)]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [c.rjust(w) if num else c.ljust(w)
-                  for c, w, num in zip(cells, widths, numeric, strict=True)]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
-                          for w, num in zip(widths, numeric, strict=True)) + "|"
-    return "\n".join([line(header), rule, *(line(r) for r in body)])
-
-
-def _interval(mean: float, lo: float, hi: float) -> str:
-    if math.isnan(mean):
-        return "n/a"
-    if math.isnan(lo):
-        return f"{mean:.4f}"
-    return f"{mean:.4f} ± {(hi - lo) / 2:.4f}"
-
-
-def config_formats(frame: pd.DataFrame, upto: str) -> dict[str, str]:
-    """``"g"`` for the float columns before ``upto`` (config values: an lr of 1e-05 must not
-    print as 0.0000)."""
-    cols = list(frame.columns)
-    head = cols[:cols.index(upto)] if upto in cols else []
-    return {c: "g" for c in head if pd.api.types.is_float_dtype(frame[c])}
-
-
-def summary_for_report(summary: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """The compact table of :func:`~forest_seg.analysis.stats.summarize`: config columns,
-    seeds, failed trials, ``mean ± 95% CI half-width`` per metric and the sd of the first."""
-    fixed = {"config", "n_trials", "n_seeds", "n_failed", "inconclusive"}
-    cfg = [c for c in summary.columns
-           if c not in fixed and not any(c.startswith(f"{m}_") for m in METRICS)]
-    out = summary[cfg or ["config"]].copy()
-    out["seeds"] = summary["n_seeds"]
-    out["failed"] = summary["n_failed"]
-    for i, m in enumerate(m for m in metrics if f"{m}_mean" in summary.columns):
-        out[f"{m} (95% CI)"] = [_interval(r[f"{m}_mean"], r[f"{m}_ci_lo"], r[f"{m}_ci_hi"])
-                                for _, r in summary.iterrows()]
-        if i == 0:
-            out[f"{m} sd"] = summary[f"{m}_sd"]
-    out["note"] = ["inconclusive (1 seed)" if x else "" for x in summary["inconclusive"]]
-    return out
-
-
-def _notes(summary: pd.DataFrame, diffs: dict[str, pd.DataFrame], metric: str) -> list[str]:
-    """Plain-language lines on what the tables show and do not show; ``diffs`` maps a factor
-    (``points``, ``point_strategy``) to its paired differences."""
+def _seed_notes(summary: pd.DataFrame) -> list[str]:
     notes = []
-    single = summary[summary["inconclusive"]]
-    if len(single):
-        names = "; ".join(single["config"].head(5)) + (" ..." if len(single) > 5 else "")
+    few = summary[summary["inconclusive"]]
+    if len(few):
+        names = "; ".join(few["config"].head(5)) + (" ..." if len(few) > 5 else "")
         notes.append(
-            f"{len(single)} configuration(s) have a single seed ({names}). One run cannot be "
-            "told apart from seed-to-seed noise (two identical runs can differ by ~0.015 mIoU): "
-            "their numbers show what one run gave, not what the configuration gives. Run more "
-            "seeds before ranking them.")
-    for factor, frame in diffs.items():
-        notes.extend(_pair_notes(frame, factor, metric))
-    notes.append("Intervals cover seed-to-seed variation on this data and split only; they do "
-                 "not say how the results carry over to other datasets, splits or training "
-                 "lengths.")
+            f"{len(few)} configuration(s) rest on fewer than two COMPLETED seeds ({names}). One "
+            "run cannot be told apart from seed-to-seed noise (two identical runs can differ by "
+            "~0.015 mIoU): their numbers show what one run gave, not what the configuration "
+            "gives. Run more seeds before ranking them.")
+    left_out = {k: int(summary[f"n_{k}"].sum()) for k in ("early_stopped", "diverged", "error")}
+    if any(left_out.values()):
+        notes.append(
+            f"{left_out['early_stopped']} EARLY_STOPPED, {left_out['diverged']} DIVERGED and "
+            f"{left_out['error']} ERROR trial(s) are counted in the tables but never averaged "
+            "into a headline mean: a mean only pools trials that ran the same number of "
+            "epochs (the COMPLETED ones).")
+    if "common_epoch" in summary.columns:
+        epoch = int(summary["common_epoch"].iloc[0])
+        notes.append(
+            f"Early-stopped trials: every configuration is also shown at epoch {epoch}, the "
+            "highest epoch every COMPLETED or EARLY_STOPPED trial reached, each trial's value "
+            "read from its history at that epoch.")
     return notes
 
 
@@ -127,19 +79,56 @@ def _pair_notes(diffs: pd.DataFrame, factor: str, metric: str) -> list[str]:
     for _, d in diffs.iterrows():
         where = f" ({d['group']})" if d["group"] else ""
         pair = f"{factor}={format_value(d['a'])} vs {factor}={format_value(d['b'])}{where}"
-        if d["verdict"] == "within noise":
+        evidence = (f"difference {d['mean_diff']:+.4f} in {metric}, 95% CI "
+                    f"[{d['ci_lo']:+.4f}, {d['ci_hi']:+.4f}], p = {d['p_value']:.3g}, "
+                    f"Holm-adjusted p = {d['p_holm']:.3g}, {d['n_pairs']} paired seeds")
+        if d["verdict"] == NOT_RESOLVED:
             notes.append(
-                f"{pair}: difference {d['mean_diff']:+.4f} in {metric}, 95% CI "
-                f"[{d['ci_lo']:+.4f}, {d['ci_hi']:+.4f}] includes 0 over {d['n_pairs']} "
-                "paired seeds. This does not show that either is better; it shows the "
-                "difference is smaller than what these seeds can resolve.")
+                f"{pair}: {evidence}: not resolved. This does not show that either is better, "
+                "nor that they are equal; it shows the difference is smaller than what these "
+                "seeds can resolve.")
         elif d["verdict"].startswith("inconclusive"):
             notes.append(f"{pair}: only one seed in common, so no interval can be given; "
                          "the difference is inconclusive.")
         elif d["verdict"].endswith("better"):
-            notes.append(
-                f"{pair}: {d['verdict']} (difference {d['mean_diff']:+.4f}, 95% CI "
-                f"[{d['ci_lo']:+.4f}, {d['ci_hi']:+.4f}], {d['n_pairs']} paired seeds).")
+            notes.append(f"{pair}: {d['verdict']} ({evidence}).")
+    return notes
+
+
+def _split_note(trials: pd.DataFrame) -> str | None:
+    """The warning for trials validated on tiles of their training scenes (``split=random``)."""
+    if "split" not in trials.columns:
+        return None
+    random = int((trials["split"].map(norm_value) == "random").sum())
+    if not random:
+        return None
+    return (f"{random} of {len(trials)} trial(s) use split=random: their validation tiles share "
+            "scenes with their training tiles, so their numbers are optimistic for unseen "
+            "scenes (split=scene keeps every scene on one side).")
+
+
+def _notes(trials: pd.DataFrame, summary: pd.DataFrame, diffs: dict[str, pd.DataFrame],
+           metric: str) -> list[str]:
+    """Plain-language lines on what the tables show and do not show; ``diffs`` maps a factor
+    (``points``, ``point_strategy``, ``head``, ...) to its paired differences."""
+    notes = _seed_notes(summary)
+    for factor, frame in diffs.items():
+        notes.extend(_pair_notes(frame, factor, metric))
+    if any(len(frame) for frame in diffs.values()):
+        notes.append("Each paired-differences table is one family: its p-values (paired "
+                     "t-tests) are Holm-adjusted together, and a verdict says 'better' only "
+                     "when the adjusted p is below 0.05.")
+    split = _split_note(trials)
+    if split:
+        notes.append(split)
+    dropped = int(trials.attrs.get(DUPLICATES_DROPPED, 0) or 0)
+    if dropped:
+        notes.append(f"{dropped} duplicate trial(s) (same config and seed as another, i.e. the "
+                     "same run) were dropped when the experiments were pooled; seeds are "
+                     "counted once.")
+    notes.append("Intervals cover seed-to-seed variation on this data and split only; they do "
+                 "not say how the results carry over to other datasets, splits or training "
+                 "lengths.")
     return notes
 
 
@@ -156,9 +145,11 @@ def _unfinished(trials: pd.DataFrame, epochs: pd.DataFrame | None) -> int:
 class Analysis:
     """Everything :func:`analyze` computed; ``markdown`` is the report text.
 
+    ``differences`` holds the point-count comparisons and ``factor_differences`` every factor's
+    (``points``, and ``point_strategy``, ``head``, ``encoder_stages`` when they vary);
     ``strategy_differences`` is None when ``point_strategy`` does not vary among the point
     trials; ``methods`` is None when the trials hold a single method (see
-    :mod:`~forest_seg.analysis.methods`)."""
+    :mod:`~forest_seg.analysis.methods`); ``baselines`` is None without baseline columns."""
 
     summary: pd.DataFrame
     differences: pd.DataFrame
@@ -171,48 +162,107 @@ class Analysis:
     sections: list[tuple[str, str]] = field(default_factory=list)
     strategy_differences: pd.DataFrame | None = None
     methods: pd.DataFrame | None = None
+    factor_differences: dict[str, pd.DataFrame] = field(default_factory=dict)
+    baselines: pd.DataFrame | None = None
 
 
-def _strategies_vary(trials: pd.DataFrame) -> bool:
-    if "point_strategy" not in trials.columns:
+def _factor_varies(trials: pd.DataFrame, factor: str) -> bool:
+    """Whether ``factor`` varies (for ``point_strategy``: among the trials with points)."""
+    if factor not in trials.columns:
         return False
-    pointed = trials
-    if "points" in trials.columns:
-        pointed = trials[trials["points"].map(norm_value) != DENSE_POINTS]
-    return "point_strategy" in varying_columns(pointed, ["point_strategy"])
+    if factor == "point_strategy" and "points" in trials.columns:
+        trials = trials[trials["points"].map(norm_value) != DENSE_POINTS]
+    return factor in varying_columns(trials, [factor])
 
 
 def _diff_table(diffs: pd.DataFrame) -> str:
     shown = diffs[[c for c in diffs.columns if c != "group"]]
-    return to_markdown(shown, formats=config_formats(shown, "n_pairs"))
+    formats = {**config_formats(shown, "n_pairs"), "p_value": ".3g", "p_holm": ".3g"}
+    return to_markdown(shown, formats=formats)
+
+
+def _points_skipped(trials: pd.DataFrame) -> str:
+    if "points" not in trials.columns:
+        reason = "no `points` column"
+    elif "points" not in varying_columns(trials):
+        reason = "`points` takes a single value"
+    else:
+        reason = "no group of the other varying config columns holds two point counts"
+    return f"Skipped: {reason}."
+
+
+def _factor_sections(trials: pd.DataFrame, metric: str
+                     ) -> tuple[dict[str, pd.DataFrame], list[tuple[str, str]]]:
+    """Paired differences of every factor of :data:`FACTOR_SECTIONS` that varies (points
+    always), and their report sections."""
+    diffs, sections = {}, []
+    for factor, pairs, name in FACTOR_SECTIONS:
+        if factor != "points" and not _factor_varies(trials, factor):
+            continue
+        frame = paired_differences(trials, metric=metric, factor=factor, pairs=pairs)
+        diffs[factor] = frame
+        extra = "; dense points=0 trials left out" if factor == "point_strategy" else ""
+        title = (f"{name} (paired by seed; {metric}, a - b; p: paired t-test, p_holm: "
+                 f"Holm-adjusted within this table{extra})")
+        if len(frame):
+            sections.append((title, _diff_table(frame)))
+        elif factor == "points":
+            sections.append((name, _points_skipped(trials)))
+        else:
+            sections.append((title, f"No pairs: no group of the other varying columns holds "
+                                    f"two values of `{factor}`."))
+    return diffs, sections
+
+
+def _baseline_section(summary: pd.DataFrame, metric: str) -> tuple[pd.DataFrame | None, str]:
+    table = baselines_for_report(summary, metric)
+    if table is None:
+        return None, ("Not recorded: these trials have no `baseline_all_forest_miou` / "
+                      "`baseline_colour_miou` columns (experiments written before the "
+                      "baselines were computed), so no number here can be set beside the "
+                      "all-forest prediction or a colour lookup table.")
+    return table, to_markdown(table, formats=config_formats(table, "seeds"))
+
+
+def _header(trials: pd.DataFrame, metric: str, title: str) -> list[str]:
+    experiments = ", ".join(sorted(trials["experiment"].unique())) if (
+        "experiment" in trials.columns) else ""
+    lines = [f"# {title}", "", f"Experiments: {experiments or 'n/a'}; {len(trials)} trials; "
+             f"metric: `{metric}` ({metric_label(metric)}).", "",
+             "Means and 95% t-intervals are over the COMPLETED seeds of a configuration, which "
+             "all ran the same number of epochs; early-stopped, diverged and failed trials are "
+             "counted, never averaged in. Paired differences use the seeds present at both "
+             "values compared; their p-values are Holm-adjusted within each table. Best-epoch "
+             "numbers are picked on the validation set itself and are optimistic.", ""]
+    split = _split_note(trials)
+    if split:
+        lines += [f"**Warning:** {split}", ""]
+    return lines
 
 
 def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Path,
-            metric: str = "best_val_miou", comparison: dict | None = None,
+            metric: str = HEADLINE_METRIC, comparison: dict | None = None,
             title: str = "Sweep analysis") -> Analysis:
     """Compute the tables, write the PNGs and ``report.md`` into ``out_dir``.
 
-    ``comparison`` is the dict of :func:`~forest_seg.analysis.stats.compare_early_stopping`
-    (optional). The point-strategy differences appear when ``point_strategy`` varies among
-    trials with points; the method comparison at equal trial-epoch budget when the trials hold
-    several methods (experiment kinds from the directory names, or lr schedules). Returns an
+    ``metric`` defaults to the final epoch's ``val_miou``. ``comparison`` is the dict of
+    :func:`~forest_seg.analysis.stats.compare_early_stopping` (optional). Paired differences
+    appear for points, and for point strategies (among trials with points), heads and encoder
+    stages when they vary; the method comparison at equal trial-epoch budget when the trials
+    hold several methods (experiment kinds from the directory names, or lr schedules); a
+    Baselines table when the trials carry ``baseline_*`` columns. Returns an
     :class:`Analysis`; ``sections`` holds (title, markdown) pairs in report order, for printing.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(trials, metric=metric)
-    diffs = paired_differences(trials, metric=metric)
-    strategies = (paired_differences(trials, metric=metric, factor="point_strategy",
-                                     pairs="all") if _strategies_vary(trials) else None)
+    summary = summarize(trials, metric, epochs=epochs)
+    diffs, pair_sections = _factor_sections(trials, metric)
     methods = (compare_methods(trials, epochs, metric) if method_labels(trials).nunique() > 1
                else None)
     instability = lr_instability(trials, epochs)
     status = status_counts(trials)
     plots = make_plots(trials, epochs, out, metric)
-    pairs = {"points": diffs}
-    if strategies is not None:
-        pairs["point_strategy"] = strategies
-    notes = _notes(summary, pairs, metric)
+    notes = _notes(trials, summary, diffs, metric)
     if methods is not None:
         notes[-1:-1] = method_notes(methods, trials)
     unfinished = _unfinished(trials, epochs)
@@ -220,41 +270,31 @@ def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Pa
         notes.insert(0, f"{unfinished} trial(s) have epochs in the history but no results row "
                         "(still running, or the sweep was interrupted); they are left out of "
                         "every table and plot.")
-    metrics = [metric] + [m for m in ("val_miou", "best_val_iou", "val_iou") if m != metric]
-
+    metrics = [metric, *(m for m in REPORT_METRICS if m != metric)]
     compact = summary_for_report(summary, metrics)
+    baselines, baseline_text = _baseline_section(summary, metric)
     sections = [
         ("Trials by status", to_markdown(status)),
-        (f"Per configuration (mean ± 95% t-interval half-width over seeds; ranked by {metric})",
-         to_markdown(compact, formats=config_formats(compact, "seeds"))),
+        (f"Per configuration ({metric_label(metric)}: mean ± 95% t-interval half-width over "
+         "the COMPLETED seeds, all at the same epoch)",
+         to_markdown(compact, formats={**config_formats(compact, "seeds"), "epoch": "g"})),
+        ("Baselines (network vs the all-forest prediction and a colour lookup table built "
+         "from the same labels; gain paired by seed)", baseline_text),
+        *pair_sections,
     ]
-    if len(diffs):
-        sections.append((f"Paired differences between point counts ({metric}, a - b, paired "
-                         "by seed)", _diff_table(diffs)))
-    else:
-        if "points" not in trials.columns:
-            reason = "no `points` column"
-        elif "points" not in varying_columns(trials):
-            reason = "`points` takes a single value"
-        else:
-            reason = "no group of the other varying config columns holds two point counts"
-        sections.append(("Paired differences between point counts", f"Skipped: {reason}."))
-    if strategies is not None:
-        name = (f"Point strategies at equal point counts (paired by seed; {metric}, a - b; "
-                "dense points=0 trials left out)")
-        sections.append((name, _diff_table(strategies) if len(strategies) else
-                         "No pairs: no group of the other varying columns holds two "
-                         "strategies."))
     if methods is not None:
         budget = int(methods["budget"].iloc[0])
         sections.append((f"Methods at equal trial-epoch budget (B = {budget} trial-epochs; "
                          f"best config by mean {metric} over seeds)",
                          to_markdown(methods_for_report(methods))))
     if len(instability):
-        sections.append(("Learning-rate instability (volatility: mean |change| of val loss "
-                         "between epochs; seed_sd: sd of final val mIoU across seeds; "
-                         "best_last_gap: best - final val mIoU)",
-                         to_markdown(instability, ".4f", formats={"lr": "g"})))
+        shown = instability.drop(columns="group")
+        sections.append(("Learning-rate instability, lrs compared within matched "
+                         "configurations (volatility: mean |change| of val loss between "
+                         "epochs; seed_sd: sd of final val mIoU across COMPLETED seeds; "
+                         "best_last_gap: best epoch (optimistic) - final val mIoU)",
+                         to_markdown(shown, ".4f", formats={**config_formats(shown, "lr"),
+                                                            "lr": "g"})))
     if comparison is not None:
         sections.append(("Early stopping: ASHA vs FIFO", to_markdown(comparison_table(comparison))))
     plot_lines = [f"![{p.name}]({p.path.name})" if p.path is not None
@@ -262,15 +302,9 @@ def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Pa
     sections.append(("Plots", "\n\n".join(plot_lines)))
     sections.append(("What this shows / does not show", "\n".join(f"- {n}" for n in notes)))
 
-    experiments = ", ".join(sorted(trials["experiment"].unique())) if (
-        "experiment" in trials.columns) else ""
-    header = [f"# {title}", "", f"Experiments: {experiments or 'n/a'}; {len(trials)} trials; "
-              f"metric: `{metric}`.", "",
-              "Intervals are 95% t-intervals over seeds (t quantile of the next smaller "
-              "tabulated df, so never narrower than exact). Paired differences use the seeds "
-              "present at both values compared.", ""]
     body = [f"## {name}\n\n{text}\n" for name, text in sections]
-    markdown = "\n".join(header + body)
+    markdown = "\n".join(_header(trials, metric, title) + body)
     (out / REPORT_FILE).write_text(markdown, encoding="utf-8")
-    return Analysis(summary, diffs, instability, status, plots, comparison, notes, markdown,
-                    sections, strategy_differences=strategies, methods=methods)
+    return Analysis(summary, diffs["points"], instability, status, plots, comparison, notes,
+                    markdown, sections, strategy_differences=diffs.get("point_strategy"),
+                    methods=methods, factor_differences=diffs, baselines=baselines)

@@ -1,69 +1,105 @@
-"""Statistics over trials: per-configuration summaries, paired differences, lr instability, ASHA.
+"""Statistics over trials: intervals, p-values, headline trials, lr instability, ASHA vs FIFO.
 
 Conventions:
 
 - 95% confidence interval of a mean over ``n`` seeds: ``mean +- t * sd / sqrt(n)``, ``sd`` the
   sample standard deviation (ddof=1), ``t`` the 0.975 quantile of Student's t with ``n - 1``
-  degrees of freedom from :data:`T_975` (no scipy). For a df between tabulated values the next
-  *smaller* tabulated df is used, whose quantile is larger: the interval is slightly wider than
-  exact, never narrower. ``n < 2``: sd and interval are NaN and the row is ``inconclusive``.
+  degrees of freedom (``scipy.stats.t.ppf``). ``n < 2``: sd and interval are NaN.
+- A paired comparison's ``p_value`` is the two-sided one-sample t-test of the paired
+  differences against 0 (the paired t-test); ``p_holm`` adjusts the p-values of one family of
+  comparisons with Holm's step-down method (:func:`holm`).
+- Headline numbers never mix epoch counts: only a configuration's COMPLETED trials (at its
+  largest epoch count, which is the planned one) enter a headline mean (:func:`headline_mask`);
+  EARLY_STOPPED, DIVERGED and ERROR trials are counted, never averaged in. The headline metric
+  is the final epoch's ``val_miou``; ``best_*`` values are picked on the validation set itself
+  and are optimistic.
 - Missing metric values (an ERROR trial) are left out; ``n_seeds`` counts the values used.
-- Paired differences between values of a factor (``points`` by default, or ``point_strategy``)
-  are computed within each group of the other varying config columns, over the seeds present at
-  both values (same seed = same tiles and split). Duplicate (group, value, seed) trials (pooled
-  experiments) are averaged. For ``point_strategy`` the dense rows (``points=0``) are left out:
-  a dense trial labels every pixel, so its strategy means nothing.
+- Repeated (config, seed) trials are one run, counted once (``load.drop_duplicate_trials``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from forest_seg.analysis.load import (
     config_columns,
     config_label,
-    format_value,
+    drop_duplicate_trials,
     norm_value,
     trial_keys,
     varying_columns,
 )
 
-METRICS = ("best_val_miou", "val_miou", "best_val_iou", "val_iou")
-RANKING_METRICS = ("best_val_miou", "val_miou")
+HEADLINE_METRIC = "val_miou"
+METRICS = ("val_miou", "val_iou", "best_val_miou", "best_val_iou")
+COMPLETED, EARLY_STOPPED, DIVERGED, ERROR = "COMPLETED", "EARLY_STOPPED", "DIVERGED", "ERROR"
 DENSE_POINTS = 0
-# factors that mean nothing for a dense (points=0) trial: its rows are left out when comparing
-POINT_ONLY_FACTORS = ("point_strategy",)
-
-# Two-sided 95% quantiles t_{0.975, df} of Student's t distribution.
-T_975 = {
-    1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 6: 2.4469, 7: 2.3646, 8: 2.3060,
-    9: 2.2622, 10: 2.2281, 11: 2.2010, 12: 2.1788, 13: 2.1604, 14: 2.1448, 15: 2.1314,
-    16: 2.1199, 17: 2.1098, 18: 2.1009, 19: 2.0930, 20: 2.0860, 21: 2.0796, 22: 2.0739,
-    23: 2.0687, 24: 2.0639, 25: 2.0595, 26: 2.0555, 27: 2.0518, 28: 2.0484, 29: 2.0452,
-    30: 2.0423, 40: 2.0211, 60: 2.0003, 120: 1.9799, math.inf: 1.9600,
-}
+ALPHA = 0.05  # significance level of the verdicts (after Holm's adjustment)
+STAT_KEYS = ("mean", "sd", "ci_lo", "ci_hi")
 
 
-def t_quantile(df: float) -> float:
-    """``t_{0.975, df}``; the next smaller tabulated df between entries (conservative); NaN if
-    ``df < 1``."""
-    if not df >= 1:
+def t_quantile(df: float, level: float = 0.95) -> float:
+    """The two-sided ``level`` quantile of Student's t with ``df`` degrees of freedom
+    (``t_{0.975, df}`` by default); NaN if ``df`` is not positive."""
+    if not df > 0:
         return math.nan
-    return T_975[max(k for k in T_975 if k <= df)]
+    return float(stats.t.ppf(0.5 + level / 2, df))
+
+
+def _finite(values: Sequence[float] | pd.Series) -> np.ndarray:
+    x = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(float)
+    return x[~np.isnan(x)]
 
 
 def mean_ci(values: Sequence[float] | pd.Series) -> dict[str, float]:
     """``n``, ``mean``, ``sd`` (ddof=1), ``ci_lo``, ``ci_hi`` (95%) of the non-NaN values."""
-    x = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").dropna().to_numpy(float)
+    x = _finite(values)
     n = len(x)
     mean = float(x.mean()) if n else math.nan
     sd = float(x.std(ddof=1)) if n >= 2 else math.nan
     half = t_quantile(n - 1) * sd / math.sqrt(n) if n >= 2 else math.nan
     return {"n": n, "mean": mean, "sd": sd, "ci_lo": mean - half, "ci_hi": mean + half}
+
+
+def stat_columns(prefix: str, values: Sequence[float] | pd.Series) -> dict[str, float]:
+    """:func:`mean_ci` of ``values`` as ``<prefix>_mean``, ``_sd``, ``_ci_lo``, ``_ci_hi``."""
+    result = mean_ci(values)
+    return {f"{prefix}_{k}": result[k] for k in STAT_KEYS}
+
+
+def paired_p_value(differences: Sequence[float] | pd.Series) -> float:
+    """Two-sided p-value of the paired t-test: the mean of the non-NaN ``differences`` against 0
+    (``t = mean / (sd / sqrt(n))``, ``n - 1`` degrees of freedom). NaN for fewer than 2
+    differences; differences all equal (sd 0): 1 if they are 0, else 0."""
+    x = _finite(differences)
+    n = len(x)
+    if n < 2:
+        return math.nan
+    mean, sd = float(x.mean()), float(x.std(ddof=1))
+    if sd == 0:
+        return 1.0 if mean == 0 else 0.0
+    return float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+
+
+def holm(p_values: Sequence[float] | pd.Series) -> list[float]:
+    """Holm's step-down adjustment of one family of p-values (NaN entries stay NaN and are not
+    counted in the family). With the ``m`` p-values sorted ``p_(1) <= ... <= p_(m)``:
+    ``adj_(i) = max_{j <= i} min(1, (m - j + 1) * p_(j))``; returned in the input order.
+    Example: ``[0.01, 0.04, 0.03]`` -> ``[0.03, 0.06, 0.06]``."""
+    p = np.asarray(pd.to_numeric(pd.Series(p_values, dtype=object), errors="coerce"), float)
+    out = np.full(len(p), math.nan)
+    index = np.flatnonzero(~np.isnan(p))
+    order = index[np.argsort(p[index], kind="stable")]
+    m, running = len(order), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out.tolist()
 
 
 def config_ids(trials: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.Series, list[tuple]]:
@@ -78,7 +114,8 @@ def config_ids(trials: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.Series,
     return pd.Series(ids, index=trials.index, dtype=int), list(keys)
 
 
-def _sorted_groups(trials: pd.DataFrame, columns: Sequence[str]):
+def sorted_groups(trials: pd.DataFrame, columns: Sequence[str]
+                  ) -> Iterator[tuple[dict, pd.DataFrame]]:
     """Yield ``(values dict, sub-frame)`` per distinct configuration, sorted by value."""
     ids, keys = config_ids(trials, columns)
 
@@ -91,98 +128,27 @@ def _sorted_groups(trials: pd.DataFrame, columns: Sequence[str]):
         yield dict(zip(columns, keys[i], strict=True)), trials[ids == i]
 
 
-def summarize(trials: pd.DataFrame, metrics: Sequence[str] = METRICS,
-              metric: str = "best_val_miou") -> pd.DataFrame:
-    """Per configuration (the varying config columns, seed excluded): seeds and metric stats.
-
-    Columns: ``config`` (label), the varying config columns, ``n_trials``, ``n_seeds`` (values of
-    ``metric`` used), ``n_failed`` (DIVERGED or ERROR trials), then per metric ``m``:
-    ``m_mean``, ``m_sd``, ``m_ci_lo``, ``m_ci_hi``; last ``inconclusive`` (``n_seeds < 2``).
-    """
-    cols = varying_columns(trials)
-    metrics = [m for m in metrics if m in trials.columns]
-    rows = []
-    for values, group in _sorted_groups(trials, cols):
-        row: dict = {"config": config_label(values, cols), **values,
-                     "n_trials": len(group),
-                     "n_seeds": int(group[metric].notna().sum()),
-                     "n_failed": int(group["status"].isin(["DIVERGED", "ERROR"]).sum())
-                     if "status" in group.columns else 0}
-        for m in metrics:
-            stats = mean_ci(group[m])
-            for k in ("mean", "sd", "ci_lo", "ci_hi"):
-                row[f"{m}_{k}"] = stats[k]
-        row["inconclusive"] = row["n_seeds"] < 2
-        rows.append(row)
-    return pd.DataFrame(rows)
+def unique_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """``trials`` with repeated (config, seed) runs counted once (the loader's rule)."""
+    return drop_duplicate_trials(trials)[0]
 
 
-def _factor_pairs(values: list, factor: str, pairs: str) -> list[tuple]:
-    """``(a, b)`` pairs to compare; the difference reported is ``metric(a) - metric(b)``.
-
-    Numbers are ordered by size, text (a point strategy) alphabetically."""
-    dense = [v for v in values if factor == "points" and v == DENSE_POINTS]
-    rest = [v for v in values if v not in dense]
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rest)
-    rest = sorted(rest) if numeric else sorted(rest, key=str)
-    if pairs == "all":  # numbers: larger minus smaller; text: alphabetical, a before b
-        ordered = dense + (rest[::-1] if numeric else rest)
-        return [(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1:]]
-    if pairs != "adjacent":
-        raise ValueError(f"pairs={pairs!r}: expected 'adjacent' or 'all'")
-    out = [(rest[i + 1], rest[i]) for i in range(len(rest) - 1)]
-    out += [(d, v) for d in dense for v in rest]
-    return out
+def headline_mask(trials: pd.DataFrame) -> pd.Series:
+    """True for the trials a headline mean may use: COMPLETED, at the largest epoch count of
+    the COMPLETED trials of their configuration (all config columns but ``seed``), so that no
+    mean mixes epoch counts. Without a ``status`` column every trial counts as COMPLETED."""
+    done = (trials["status"] == COMPLETED) if "status" in trials.columns else pd.Series(
+        True, index=trials.index)
+    if "epochs" not in trials.columns or not done.any():
+        return done
+    ids, _ = config_ids(trials, config_columns(trials))
+    reached = trials["epochs"].where(done)
+    return done & (reached == reached.groupby(ids).transform("max"))
 
 
-def verdict(n_pairs: int, ci_lo: float, ci_hi: float, factor: str, a: object, b: object) -> str:
-    """Plain label of a paired difference ``a - b`` with its 95% interval."""
-    if n_pairs == 0:
-        return "no common seeds"
-    if n_pairs < 2:
-        return "inconclusive (1 seed)"
-    if ci_lo <= 0 <= ci_hi:
-        return "within noise"
-    better = a if ci_lo > 0 else b
-    return f"{factor}={format_value(better)} better"
-
-
-def paired_differences(trials: pd.DataFrame, metric: str = "best_val_miou",
-                       factor: str = "points", pairs: str = "adjacent") -> pd.DataFrame:
-    """Differences ``metric(a) - metric(b)`` between values of ``factor``, paired by seed.
-
-    Within each group of the other varying config columns, compares (``pairs="adjacent"``)
-    each value with the next larger one (``a`` = larger, ``b`` = smaller) and, for
-    ``factor="points"``, the dense reference ``points=0`` (``a``) with every point count (``b``);
-    ``pairs="all"`` compares every pair (numbers: ``a`` the larger; text such as point
-    strategies: alphabetical, ``a`` first). For ``factor="point_strategy"`` (use
-    ``pairs="all"``) the dense ``points=0`` rows are left out first. Columns: ``group``
-    (label), the group columns, ``a``, ``b``, ``n_pairs``, ``mean_diff``, ``sd_diff``,
-    ``ci_lo``, ``ci_hi``, ``verdict`` (``no common seeds``, ``inconclusive (1 seed)``,
-    ``within noise`` when the interval contains 0, else ``<factor>=<value> better``).
-    """
-    out_cols = ["group", "a", "b", "n_pairs", "mean_diff", "sd_diff", "ci_lo", "ci_hi", "verdict"]
-    if factor not in trials.columns or "seed" not in trials.columns:
-        return pd.DataFrame(columns=out_cols)
-    if factor in POINT_ONLY_FACTORS and "points" in trials.columns:
-        trials = trials[trials["points"].map(norm_value) != DENSE_POINTS]
-    group_cols = [c for c in varying_columns(trials) if c != factor]
-    rows = []
-    for values, group in _sorted_groups(trials, group_cols):
-        table = group.assign(_v=group[factor].map(norm_value)).pivot_table(
-            index="seed", columns="_v", values=metric, aggfunc="mean")
-        for a, b in _factor_pairs(list(table.columns), factor, pairs):
-            diff = (table[a] - table[b]).dropna()
-            stats = mean_ci(diff)
-            rows.append({
-                "group": config_label(values, group_cols) if group_cols else "",
-                **values, "a": a, "b": b, "n_pairs": stats["n"], "mean_diff": stats["mean"],
-                "sd_diff": stats["sd"], "ci_lo": stats["ci_lo"], "ci_hi": stats["ci_hi"],
-                "verdict": verdict(stats["n"], stats["ci_lo"], stats["ci_hi"], factor, a, b),
-            })
-    if not rows:
-        return pd.DataFrame(columns=["group", *group_cols, *out_cols[1:]])
-    return pd.DataFrame(rows)
+def status_count(trials: pd.DataFrame, status: str) -> int:
+    """How many of ``trials`` have ``status`` (0 without a status column)."""
+    return int((trials["status"] == status).sum()) if "status" in trials.columns else 0
 
 
 def _volatility(val_loss: pd.Series) -> float:
@@ -192,50 +158,72 @@ def _volatility(val_loss: pd.Series) -> float:
     return float(np.abs(np.diff(x)).mean()) if len(x) >= 2 else math.nan
 
 
+def _with_volatility(trials: pd.DataFrame, epochs: pd.DataFrame | None) -> pd.DataFrame:
+    """``trials`` with a ``_vol`` column: each trial's val-loss volatility (NaN without
+    history)."""
+    trials = trials.assign(_vol=math.nan)
+    if epochs is None or epochs.empty or "val_loss" not in epochs.columns:
+        return trials
+    keys = [k for k in trial_keys(trials) if k in epochs.columns]
+    vol = epochs.groupby(keys)["val_loss"].apply(_volatility).rename("_vol").reset_index()
+    merged = trials.drop(columns="_vol").merge(vol, on=keys, how="left")
+    return merged.set_axis(trials.index)
+
+
+def _instability_row(group: pd.DataFrame) -> dict:
+    """The instability numbers of one (group, lr) cell; ``seed_sd`` and ``best_last_gap`` over
+    its headline (COMPLETED) trials only."""
+    done = group[headline_mask(group)]
+    return {
+        "n_trials": len(group), "n_completed": len(done),
+        "divergence_rate": status_count(group, DIVERGED) / len(group),
+        "early_stop_rate": status_count(group, EARLY_STOPPED) / len(group),
+        "volatility": float(group["_vol"].mean()) if group["_vol"].notna().any()
+        else math.nan,
+        "seed_sd": mean_ci(done["val_miou"])["sd"],
+        "best_last_gap": float((done["best_val_miou"] - done["val_miou"]).mean())
+        if len(done) else math.nan,
+    }
+
+
 def lr_instability(trials: pd.DataFrame, epochs: pd.DataFrame | None = None,
                    lr_col: str = "lr") -> pd.DataFrame:
-    """Per learning rate: how (un)stable training is.
+    """How (un)stable training is per learning rate, on matched configurations only.
 
-    Columns: ``lr``, ``n_trials``, ``divergence_rate`` (share of DIVERGED trials),
-    ``early_stop_rate`` (share of EARLY_STOPPED), ``volatility`` (per trial the mean absolute
-    change of val loss between successive epochs, finite values only, then averaged over the
-    lr's trials; NaN without history), ``seed_sd`` (sd of final val mIoU across seeds within
-    each configuration, averaged over the lr's configurations), ``best_last_gap`` (mean of
-    ``best_val_miou - val_miou``: how much was lost by the last epoch, i.e. overfitting).
+    Learning rates are compared only within a group of equal values of every other varying
+    config column (points, point_strategy, head, lr_schedule, ...): a row per (group, lr),
+    never pooling configurations across groups. Columns: ``group`` (label; ``all trials``
+    when nothing else varies), the group columns, ``lr``, ``n_trials``, ``n_completed``,
+    ``divergence_rate`` (share of DIVERGED trials), ``early_stop_rate`` (share of
+    EARLY_STOPPED), ``volatility`` (per trial the mean absolute change of val loss between
+    successive epochs, finite values only, averaged over the cell's trials; NaN without
+    history), ``seed_sd`` (sd of the final val mIoU across the COMPLETED seeds) and
+    ``best_last_gap`` (mean over COMPLETED seeds of ``best_val_miou - val_miou``: how much was
+    lost by the last epoch; the best epoch is picked on validation, so this is optimistic).
     """
-    cols = ["lr", "n_trials", "divergence_rate", "early_stop_rate", "volatility", "seed_sd",
-            "best_last_gap"]
+    cols = ["lr", "n_trials", "n_completed", "divergence_rate", "early_stop_rate",
+            "volatility", "seed_sd", "best_last_gap"]
     if lr_col not in trials.columns:
-        return pd.DataFrame(columns=cols)
-    trials = trials.assign(_vol=math.nan)
-    if epochs is not None and not epochs.empty and "val_loss" in epochs.columns:
-        keys = [k for k in trial_keys(trials) if k in epochs.columns]
-        vol = epochs.groupby(keys)["val_loss"].apply(_volatility).rename("_vol").reset_index()
-        trials = trials.drop(columns="_vol").merge(vol, on=keys, how="left")
-    cfg_cols = [c for c in varying_columns(trials) if c != lr_col]
+        return pd.DataFrame(columns=["group", *cols])
+    trials = _with_volatility(unique_trials(trials), epochs)
+    group_cols = [c for c in varying_columns(trials) if c != lr_col]
     rows = []
-    for values, group in _sorted_groups(trials, [lr_col]):
-        sds = [mean_ci(g["val_miou"])["sd"] for _, g in _sorted_groups(group, cfg_cols)]
-        sds = [s for s in sds if not math.isnan(s)]
-        rows.append({
-            "lr": values[lr_col], "n_trials": len(group),
-            "divergence_rate": float((group["status"] == "DIVERGED").mean()),
-            "early_stop_rate": float((group["status"] == "EARLY_STOPPED").mean()),
-            "volatility": float(group["_vol"].mean()) if group["_vol"].notna().any()
-            else math.nan,
-            "seed_sd": float(np.mean(sds)) if sds else math.nan,
-            "best_last_gap": float((group["best_val_miou"] - group["val_miou"]).mean()),
-        })
-    return pd.DataFrame(rows, columns=cols)
+    for values, group in sorted_groups(trials, group_cols):
+        for lr, cell in sorted_groups(group, [lr_col]):
+            rows.append({"group": config_label(values, group_cols), **values,
+                         "lr": lr[lr_col], **_instability_row(cell)})
+    return pd.DataFrame(rows, columns=["group", *group_cols, *cols])
 
 
-def best_configuration(trials: pd.DataFrame, metric: str = "best_val_miou",
+def best_configuration(trials: pd.DataFrame, metric: str = HEADLINE_METRIC,
                        columns: Sequence[str] | None = None) -> tuple[dict | None, float]:
-    """The configuration with the highest mean ``metric`` over seeds (first one on a tie),
-    and that mean; ``(None, nan)`` when no trial has a value."""
+    """The configuration with the highest mean ``metric`` over its headline (COMPLETED) seeds
+    (first one on a tie), and that mean; ``(None, nan)`` when no such trial has a value."""
+    trials = unique_trials(trials)
     cols = varying_columns(trials) if columns is None else list(columns)
+    done = trials[headline_mask(trials)]
     best, best_score = None, math.nan
-    for values, group in _sorted_groups(trials, cols):
+    for values, group in sorted_groups(done, cols):
         score = group[metric].mean()
         if pd.notna(score) and not score <= best_score:
             best, best_score = values, float(score)
@@ -243,19 +231,22 @@ def best_configuration(trials: pd.DataFrame, metric: str = "best_val_miou",
 
 
 def _mean_of_config(trials: pd.DataFrame, config: dict, metric: str) -> float:
-    mask = pd.Series(True, index=trials.index)
+    """Mean ``metric`` over the headline seeds of one configuration (NaN when none)."""
+    trials = unique_trials(trials)
+    mask = headline_mask(trials)
     for col, value in config.items():
         mask &= trials[col].map(norm_value) == value
     return float(trials.loc[mask, metric].mean()) if mask.any() else math.nan
 
 
 def compare_early_stopping(asha: pd.DataFrame, fifo: pd.DataFrame,
-                           metric: str = "best_val_miou") -> dict:
+                           metric: str = HEADLINE_METRIC) -> dict:
     """What early stopping (ASHA) saved and cost against a full run (FIFO) of the same grid.
 
     Returns a dict: ``asha_trial_epochs`` / ``fifo_trial_epochs`` (sum of epochs reached),
     ``ratio`` (asha / fifo), ``saved_fraction`` (1 - ratio), ``asha_best`` / ``fifo_best``
-    (config dicts, best mean ``metric`` over seeds), ``asha_best_score`` / ``fifo_best_score``
+    (config dicts, best mean ``metric`` over COMPLETED seeds: ASHA's choice is among the
+    configurations it ran to the end), ``asha_best_score`` / ``fifo_best_score``
     (those means in their own run), ``same_best``, ``asha_choice_in_fifo`` (FIFO's mean for
     ASHA's choice) and ``regret`` (``fifo_best_score - asha_choice_in_fifo``, 0 when the same;
     NaN when FIFO lacks ASHA's choice). Configurations are the config columns (seed excluded)
