@@ -83,8 +83,11 @@ def test_grid_smoke_test_writes_results_and_history(tmp_path):
     assert sorted(results["points"]) == [0, 10, 50]
     assert set(results["status"]) <= set(STATUSES)
     for column in ("lr", "seed", "point_strategy", "max_epochs", "val_iou", "val_miou",
-                   "val_loss", "best_val_iou", "best_val_miou", "epochs", "train_time_s"):
+                   "val_loss", "best_epoch", "best_val_iou", "best_val_miou", "epochs",
+                   "train_time_s", "baseline_all_forest_miou", "baseline_colour_miou"):
         assert column in results.columns
+    assert set(results["split"]) == {"scene"}  # the drivers validate on held-out scenes
+    assert results["baseline_colour_miou"].between(0, 1).all()
     per_trial = history.groupby("trial_id")["epoch"].count()
     assert per_trial.to_dict() == results.set_index("trial_id")["epochs"].to_dict()
     assert (results["best_val_miou"] >= results["val_miou"]).all()
