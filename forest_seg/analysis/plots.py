@@ -25,7 +25,12 @@ from forest_seg.analysis.load import (
 )
 from forest_seg.analysis.methods import method_labels
 from forest_seg.analysis.stats import DENSE_POINTS, HEADLINE_METRIC, config_ids
-from forest_seg.analysis.summary import metric_label, summarize
+from forest_seg.analysis.summary import (
+    ALL_FOREST_BASELINE,
+    COLOUR_BASELINE,
+    metric_label,
+    summarize,
+)
 
 STATUS_COLOURS = {"COMPLETED": "tab:green", "EARLY_STOPPED": "tab:orange",
                   "DIVERGED": "tab:red", "ERROR": "tab:gray"}
@@ -90,6 +95,12 @@ def _metric_vs(trials: pd.DataFrame, path: Path, metric: str, factor: str, name:
         if len(line):
             ax.errorbar(line[factor], line[f"{metric}_mean"], yerr=_errorbars(line, metric),
                         marker="o", capsize=3, color=colour, label=label if others else metric)
+            if factor == "points" and f"{COLOUR_BASELINE}_mean" in line.columns:
+                ax.errorbar(line[factor], line[f"{COLOUR_BASELINE}_mean"],
+                            yerr=_errorbars(line, COLOUR_BASELINE), marker="s", ls=":",
+                            capsize=3, color=colour, alpha=0.7,
+                            label="colour table, same labels" + (f" ({label})" if others
+                                                                 else ""))
         dense = group[dense_mask.loc[group.index]]
         if factor == "points" and len(dense):
             row = dense.iloc[0]
@@ -98,6 +109,9 @@ def _metric_vs(trials: pd.DataFrame, path: Path, metric: str, factor: str, name:
             if pd.notna(row[f"{metric}_ci_lo"]):
                 ax.axhspan(row[f"{metric}_ci_lo"], row[f"{metric}_ci_hi"], color=colour,
                            alpha=0.1)
+    if factor == "points" and f"{ALL_FOREST_BASELINE}_mean" in summary.columns:
+        ax.axhline(summary[f"{ALL_FOREST_BASELINE}_mean"].mean(), ls="-.", color="grey",
+                   label="predict all forest")
     ax.set_xscale("log")
     ticks = sorted(values)
     ax.set_xticks(ticks, [format_value(v) for v in ticks])
@@ -112,7 +126,9 @@ def _metric_vs(trials: pd.DataFrame, path: Path, metric: str, factor: str, name:
 
 def plot_miou_vs_points(trials: pd.DataFrame, path: str | Path,
                         metric: str = HEADLINE_METRIC) -> Plot:
-    """``metric`` vs points per image (log x); points=0 (dense) as a dashed horizontal line."""
+    """``metric`` vs points per image (log x); points=0 (dense) as a dashed horizontal line.
+    When the trials carry baselines: the colour table built from the same labels (dotted, per
+    point count) and the all-forest predictor (grey)."""
     return _metric_vs(trials, Path(path), metric, "points", "miou_vs_points",
                       "points per image (log scale)")
 

@@ -46,6 +46,7 @@ METRIC_LABELS = {
     "best_val_iou": f"val IoU at the best epoch ({OPTIMISTIC})",
 }
 COLOUR_BASELINE = "baseline_colour_miou"
+ALL_FOREST_BASELINE = "baseline_all_forest_miou"
 GAIN = "gain_over_colour"
 AT_COMMON = "at_common"  # infix of the common-epoch columns: <metric>_at_common_mean, ...
 

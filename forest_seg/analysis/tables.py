@@ -7,9 +7,13 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from forest_seg.analysis.summary import AT_COMMON, COLOUR_BASELINE, GAIN, metric_label
-
-ALL_FOREST_BASELINE = "baseline_all_forest_miou"
+from forest_seg.analysis.summary import (
+    ALL_FOREST_BASELINE,
+    AT_COMMON,
+    COLOUR_BASELINE,
+    GAIN,
+    metric_label,
+)
 
 
 def _cell(value: object, floatfmt: str) -> str:
