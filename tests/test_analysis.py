@@ -313,6 +313,21 @@ def test_paired_differences_use_completed_trials_only():
     assert row.n_pairs == 1 and row.mean_diff == pytest.approx(0.1)
 
 
+def test_learning_rates_of_a_grid_are_compared_and_a_searchs_are_not(tmp_path):
+    from forest_seg.analysis import analyze
+
+    grid = [trial(f"{lr}-{s}", lr=lr, seed=s, final=0.5 + 0.02 * s + (lr == 1e-3) * 0.1)
+            for lr in (1e-3, 1e-4) for s in range(3)]
+    result = analyze(pd.DataFrame(grid), None, tmp_path / "grid")
+    assert "## Learning rates (paired by seed" in result.markdown
+    row = result.factor_differences["lr"].iloc[0]
+    assert (row.a, row.b, row.n_pairs) == (1e-3, 1e-4, 3)
+    assert row.mean_diff == pytest.approx(0.1) and row.verdict == "lr=0.001 better"
+    search = [trial(f"s{i}", lr=10.0 ** -(2 + i / 4), seed=0, final=0.5) for i in range(7)]
+    report = analyze(pd.DataFrame(search), None, tmp_path / "search").markdown
+    assert "## Learning rates" not in report  # 7 sampled lrs: a search, no all-pairs table
+
+
 def test_heads_and_encoder_stages_are_factors(tmp_path):
     from forest_seg.analysis import analyze
 

@@ -87,7 +87,7 @@ def _metric_vs(trials: pd.DataFrame, path: Path, metric: str, factor: str, name:
     if len(values) < 2:
         return Plot(name, None, f"fewer than two positive `{factor}` values")
     others = [c for c in varying_columns(trials) if c != factor]
-    fig = _figure(7, 4.5)
+    fig = _figure(10, 4.5)
     ax = fig.add_subplot()
     for i, (label, group) in enumerate(_groups(summary, others)):
         colour = f"C{i % 10}"
@@ -95,7 +95,8 @@ def _metric_vs(trials: pd.DataFrame, path: Path, metric: str, factor: str, name:
         if len(line):
             ax.errorbar(line[factor], line[f"{metric}_mean"], yerr=_errorbars(line, metric),
                         marker="o", capsize=3, color=colour, label=label if others else metric)
-            if factor == "points" and f"{COLOUR_BASELINE}_mean" in line.columns:
+            if (factor == "points" and f"{COLOUR_BASELINE}_mean" in line.columns
+                    and len(line) > 1):  # one series per line of point counts, not per point
                 ax.errorbar(line[factor], line[f"{COLOUR_BASELINE}_mean"],
                             yerr=_errorbars(line, COLOUR_BASELINE), marker="s", ls=":",
                             capsize=3, color=colour, alpha=0.7,
@@ -120,7 +121,7 @@ def _metric_vs(trials: pd.DataFrame, path: Path, metric: str, factor: str, name:
     ax.set_ylabel(f"{metric_label(metric)}\n(mean, 95% CI over COMPLETED seeds)",
                   fontsize="small")
     ax.set_title(f"{metric} vs {factor} (error bars: 95% CI over seeds)")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path, name)
 
 

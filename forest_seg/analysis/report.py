@@ -44,7 +44,11 @@ FACTOR_SECTIONS = (
     ("point_strategy", "all", "Point strategies at equal point counts"),
     ("head", "all", "Heads"),
     ("encoder_stages", "adjacent", "Encoder stages"),
+    ("lr", "all", "Learning rates"),
 )
+# a factor with more values than this is a search's samples (Optuna, PBT), not a grid's levels:
+# no all-pairs table for it
+MAX_FACTOR_LEVELS = 6
 REPORT_METRICS = ("val_miou", "val_iou", "best_val_miou")
 
 
@@ -198,6 +202,8 @@ def _factor_sections(trials: pd.DataFrame, metric: str
     diffs, sections = {}, []
     for factor, pairs, name in FACTOR_SECTIONS:
         if factor != "points" and not _factor_varies(trials, factor):
+            continue
+        if factor != "points" and trials[factor].nunique() > MAX_FACTOR_LEVELS:
             continue
         frame = paired_differences(trials, metric=metric, factor=factor, pairs=pairs)
         diffs[factor] = frame
