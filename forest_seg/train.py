@@ -150,7 +150,7 @@ def trial_baselines(data: TrialData) -> Metrics:
     """The trial's no-training reference scores (forest_seg.baselines) on its own split, from
     the same labels the network trains on."""
     train, val = data.train, data.val
-    return baseline_scores(train.images[train.tiles], train.labels.numpy(),
+    return baseline_scores(train.images[train.tiles], train.dense_labels().numpy(),
                            val.images[val.tiles], val.masks[val.tiles])
 
 

@@ -16,7 +16,7 @@ from forest_seg.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpo
 from forest_seg.config import TrainConfig
 from forest_seg.data import load_tiles, split_indices
 from forest_seg.model import build_model
-from forest_seg.points import IGNORE_INDEX
+from forest_seg.points import IGNORE_INDEX, SparsePoints
 from forest_seg.synthetic import make_synthetic_dataset
 from forest_seg.train import fit, trainable
 
@@ -123,7 +123,7 @@ def test_every_epoch_carries_the_trials_baselines(tiny_cfg):
 
 
 def split_of(images, masks, labels):
-    return SplitData(images, masks, np.arange(len(images)), torch.as_tensor(labels))
+    return SplitData(images, masks, np.arange(len(images)), SparsePoints.from_dense(labels))
 
 
 def test_validation_without_labelled_points_is_not_divergence(tiny_cfg):
