@@ -305,7 +305,7 @@ def _tile_seed(seed: int, tile_id: int) -> int:
     return int.from_bytes(digest, "little")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SparsePoints:
     """The point labels of ``N`` tiles of ``H x W`` pixels, held as their labelled pixels only.
 

@@ -512,9 +512,11 @@ def test_sparse_form_of_hand_labels():
     assert sparse.to_dense([]).shape == (0, 2, 3)
 
 
-def test_scatter_points_fills_the_rest_with_ignore_index():
-    dense = scatter_points(torch.tensor([0, 5]), torch.tensor([1, 0], dtype=torch.uint8),
-                           (1, 2, 3))
+def test_scatter_points_fills_the_rest_with_ignore_index(host_reads):
+    with host_reads.watching():  # builds a batch's labels on the device without reading it
+        dense = scatter_points(torch.tensor([0, 5]), torch.tensor([1, 0], dtype=torch.uint8),
+                               (1, 2, 3))
+    assert host_reads.calls == []
     assert dense.tolist() == [[[1, 255, 255], [255, 255, 0]]] and dense.dtype == torch.uint8
 
 

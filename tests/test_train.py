@@ -393,3 +393,34 @@ def test_a_nan_loss_mid_epoch_ends_the_trial_at_that_epoch(tiny_cfg, monkeypatch
     assert math.isfinite(history[0]["train_loss"]) and math.isnan(final["train_loss"])
     for key in train_module.VAL_KEYS:
         assert math.isnan(final[key]), key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_steps_and_validation_batches_do_not_synchronise(tiny_cfg, monkeypatch):
+    """The real check on a GPU: torch.cuda.set_sync_debug_mode("error") while each step or
+    validation batch runs (not while a batch is built, nor after the last one)."""
+    cfg = tiny_cfg.replace(device="cuda")
+    device = torch.device("cuda")
+    data = prepare_trial_data(cfg)
+    model = build_model(head=cfg.head, pretrained="none", encoder_stages=1).to(device)
+    optimizer = train_module.make_optimizer(cfg, model)
+    original = SplitData.batches
+
+    def batches(self, *args, **kwargs):
+        iterator = original(self, *args, **kwargs)
+        while True:
+            torch.cuda.set_sync_debug_mode(0)
+            batch = next(iterator, None)
+            if batch is None:
+                return
+            torch.cuda.set_sync_debug_mode("error")
+            yield batch
+
+    monkeypatch.setattr(SplitData, "batches", batches)
+    try:
+        trained = train_module.train_epoch(cfg, model, optimizer, data.train, device,
+                                           torch.arange(len(data.train)))
+        scores = train_module.evaluate(cfg, model, data.val, device)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert math.isfinite(trained["train_loss"]) and scores["diverged"] is False
