@@ -13,6 +13,10 @@ grows with ``n_points`` rather than with the tile size (see :func:`_draw`): labe
 of 256x256 takes a second or two on one core. ``spread`` and ``boundary`` add a few O(H*W)
 passes per tile (cell sums, a max-pool dilation; their geometry lives in
 :mod:`forest_seg.points_spatial`): a few seconds more.
+
+A tile set's points come dense (:func:`sample_points_batch`, uint8 [N, H, W]) or sparse
+(:func:`sample_points_sparse`, the same points as :class:`SparsePoints`: a few bytes per point,
+which is how a trial holds them); :func:`scatter_points` makes a batch's dense map on a device.
 """
 
 from __future__ import annotations
