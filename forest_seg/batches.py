@@ -2,8 +2,10 @@
 
 The decoded tiles are shared (memory-mapped) by every trial on a node; a trial owns only its
 index arrays and its point labels, which are drawn once when the trial starts and never again.
-Batches are gathered from the uint8 tiles and normalised on the device, so no JPEG work and
-no per-item Python work happen inside the epoch loop.
+The points are held sparse (:class:`~forest_seg.points.SparsePoints`: a few hundred bytes per
+tile); dense supervision uses the masks themselves. Batches are gathered from the uint8 tiles,
+normalised on the device and given a dense label map scattered on the device from the sparse
+points, so no JPEG work and no per-item Python work happen inside the epoch loop.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .data import (
     split_indices,
 )
 from .errors import DatasetError
-from .points import sample_points_batch
+from .points import SparsePoints, sample_points_sparse, scatter_points
 
 # Keeps the validation points of a trial apart from its training points' random stream.
 VAL_POINTS_SEED_OFFSET = 1_000_003
@@ -51,14 +53,22 @@ class SplitData:
     """One side (train or validation) of a trial.
 
     ``images`` uint8 [N,S,S,3] and ``masks`` uint8 [N,S,S] are the whole (shared) tile set;
-    ``tiles`` int64 [n] selects this side's tiles; ``labels`` uint8 [n,S,S] holds the point
-    labels of those tiles, aligned with ``tiles``.
+    ``tiles`` int64 [n] selects this side's tiles; ``labels`` holds the point labels of those
+    tiles, aligned with ``tiles`` (tile ``i`` of ``labels`` is ``tiles[i]``), or is ``None`` for
+    dense supervision: every pixel labelled by its mask.
     """
 
     images: np.ndarray
     masks: np.ndarray
     tiles: np.ndarray
-    labels: torch.Tensor
+    labels: SparsePoints | None
+
+    def dense_labels(self) -> torch.Tensor:
+        """The labels of this side's tiles as dense maps: uint8 [n,S,S] (CPU), 255 where
+        unlabelled; the masks for dense supervision."""
+        if self.labels is None:
+            return torch.from_numpy(self.masks[self.tiles])
+        return self.labels.to_dense()
 
     def __len__(self) -> int:
         return len(self.tiles)
@@ -98,19 +108,25 @@ class SplitData:
 
     def _gather(self, positions: np.ndarray, device: torch.device, channels_last: bool) -> Batch:
         tiles = self.tiles[positions]
-        pin = device.type == "cuda"
-        images = _host_tensor(self.images[tiles], pin).to(device, non_blocking=pin)
-        masks = _host_tensor(self.masks[tiles], pin).to(device, non_blocking=pin)
-        labels = self.labels[torch.from_numpy(positions)]
-        labels = (labels.pin_memory() if pin else labels).to(device, non_blocking=pin)
+        images = _to_device(self.images[tiles], device)
+        masks = _to_device(self.masks[tiles], device).long()
+        if self.labels is None:  # dense supervision: the masks are the labels
+            labels = masks
+        else:
+            index, values = self.labels.select(positions)
+            labels = scatter_points(_to_device(index, device), _to_device(values, device),
+                                    masks.shape).long()
         image = normalize_images(images)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        return Batch(image.contiguous(memory_format=memory_format), labels.long(), masks.long())
+        return Batch(image.contiguous(memory_format=memory_format), labels, masks)
 
 
-def _host_tensor(array: np.ndarray, pin: bool) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    return tensor.pin_memory() if pin else tensor
+def _to_device(data: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host data on ``device``; to a GPU through pinned memory without blocking the host."""
+    tensor = torch.as_tensor(np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 @dataclass
@@ -129,7 +145,10 @@ def prepare_trial_data(cfg: TrainConfig) -> TrialData:
     ``max_tiles``, seeded). With it, every tile of ``cfg.data`` (a seeded ``max_tiles`` subset
     when capped) trains and every tile of ``cfg.val_data`` validates; nothing is split.
     A tile's points depend only on (seed, tile index), so trials with the same seed label a
-    tile the same way whatever the split or ``max_tiles``. Validation labels use the same
+    tile the same way whatever the split or ``max_tiles``; they are held sparse
+    (:func:`~forest_seg.points.sample_points_sparse`, the points of
+    :func:`~forest_seg.points.sample_points_batch`), and ``points == 0`` (dense supervision)
+    keeps no labels of its own: the masks are the labels. Validation labels use the same
     strategy and count as training (they give ``val_loss``); the dense validation masks give
     every ``val_*`` metric. Raises :class:`DatasetError` naming a missing or unusable root.
     """
@@ -154,7 +173,7 @@ def prepare_trial_data(cfg: TrainConfig) -> TrialData:
             )
 
     def side(source: TileSet, indices: np.ndarray, seed: int) -> SplitData:
-        labels = sample_points_batch(
+        labels = None if cfg.points == 0 else sample_points_sparse(
             source.masks[indices], cfg.points, strategy=cfg.point_strategy, seed=seed,
             tile_ids=indices,
         )

@@ -33,6 +33,7 @@ _SEARCH_DEPTH = 4
 _MASK_THRESHOLD = 127
 _PROGRESS_MIN_TILES = 500  # report decode progress on stderr above this many tiles
 _TILE_CACHE: dict[str, "TileSet"] = {}
+_NORMALISATION: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def find_dataset_root(root: str | Path) -> Path:
@@ -249,14 +250,25 @@ def load_tiles(root: str | Path, size: int) -> TileSet:
     return tiles
 
 
+def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet (mean, std), float32 [1,3,1,1] each, on ``device``: made once per device, so
+    a batch costs no host-to-device copy of them (a blocking one, from pageable memory)."""
+    constants = _NORMALISATION.get(device)
+    if constants is None:
+        with torch.inference_mode(False):  # plain tensors, whatever mode the first call is in
+            constants = tuple(torch.tensor(values, device=device).view(1, 3, 1, 1)
+                              for values in (IMAGENET_MEAN, IMAGENET_STD))
+        _NORMALISATION[device] = constants
+    return constants
+
+
 def normalize_images(images: torch.Tensor) -> torch.Tensor:
     """uint8 [B,H,W,3] (any device) -> float32 [B,3,H,W]: ``(x / 255 - mean) / std`` (ImageNet)."""
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(
             f"expected uint8 [B,H,W,3] images, got {images.dtype} {list(images.shape)}"
         )
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    mean, std = _normalisation(images.device)
     x = images.permute(0, 3, 1, 2).contiguous().float()
     return x.div_(255).sub_(mean).div_(std)
 

@@ -13,6 +13,10 @@ grows with ``n_points`` rather than with the tile size (see :func:`_draw`): labe
 of 256x256 takes a second or two on one core. ``spread`` and ``boundary`` add a few O(H*W)
 passes per tile (cell sums, a max-pool dilation; their geometry lives in
 :mod:`forest_seg.points_spatial`): a few seconds more.
+
+A tile set's points come dense (:func:`sample_points_batch`, uint8 [N, H, W]) or sparse
+(:func:`sample_points_sparse`, the same points as :class:`SparsePoints`: a few bytes per point,
+which is how a trial holds them); :func:`scatter_points` makes a batch's dense map on a device.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import math
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -217,6 +222,15 @@ def _check_mask_values(masks: torch.Tensor, name: str) -> None:
             raise ValueError(f"{name}: expected values in {{0, 1}}, got values in [{low}, {high}]")
 
 
+def _check_masks(masks: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``masks`` as a tensor, checked to be [N, H, W] integer 0/1."""
+    masks = torch.as_tensor(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks: expected shape [N, H, W], got {tuple(masks.shape)}")
+    _check_mask_values(masks, "masks")
+    return masks
+
+
 @contextmanager
 def _one_thread() -> Iterator[None]:
     """Run torch's CPU ops on the calling thread only, restoring the thread count after.
@@ -295,6 +309,135 @@ def _tile_seed(seed: int, tile_id: int) -> int:
     return int.from_bytes(digest, "little")
 
 
+@dataclass(frozen=True, eq=False)
+class SparsePoints:
+    """The point labels of ``N`` tiles of ``H x W`` pixels, held as their labelled pixels only.
+
+    Tile ``i``'s labels are entries ``offsets[i]:offsets[i + 1]`` of ``pixels`` (its flat pixel
+    indices ``row * W + col``, ascending) and ``values`` (the labels there, 0 or 1). A point
+    costs 5 bytes and a tile 8 more: 50 points take 258 bytes per tile, where the dense uint8
+    map of a 256 px tile takes 64 KiB.
+
+    Attributes:
+        offsets: int64 [N + 1], ``offsets[0] == 0``, non-decreasing (CPU).
+        pixels: int32 [P] (CPU).
+        values: uint8 [P] (CPU).
+        tile_shape: ``(H, W)``.
+    """
+
+    offsets: torch.Tensor
+    pixels: torch.Tensor
+    values: torch.Tensor
+    tile_shape: tuple[int, int]
+
+    def __len__(self) -> int:
+        return self.offsets.numel() - 1
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the three tensors."""
+        return sum(t.numel() * t.element_size() for t in (self.offsets, self.pixels, self.values))
+
+    @classmethod
+    def from_dense(cls, labels: np.ndarray | torch.Tensor) -> SparsePoints:
+        """The sparse form of dense label maps ``labels`` [N, H, W] (integer, CPU):
+        every pixel not :data:`IGNORE_INDEX` is a point."""
+        labels = torch.as_tensor(labels)
+        if labels.ndim != 3:
+            raise ValueError(f"labels: expected shape [N, H, W], got {tuple(labels.shape)}")
+        flat = labels.reshape(labels.shape[0], -1)
+        tile, pixel = (flat != IGNORE_INDEX).nonzero(as_tuple=True)  # row-major: ascending
+        counts = torch.bincount(tile, minlength=labels.shape[0])
+        return cls(_offsets(counts), pixel.to(torch.int32), flat[tile, pixel].to(torch.uint8),
+                   (labels.shape[1], labels.shape[2]))
+
+    def select(self, rows: np.ndarray | torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The points of tiles ``rows`` (int [B], positions in ``0..N-1``; default all) as
+        ``(index, values)``: int64 [P'] flat indices into a [B, H, W] map of those tiles, in
+        order, and uint8 [P'] their labels (CPU; see :func:`scatter_points`)."""
+        rows = self._rows(rows)
+        starts = self.offsets[rows]
+        lengths = self.offsets[rows + 1] - starts
+        total = int(lengths.sum())
+        # entry j of selected tile k sits at out_start[k] + j in the output, starts[k] + j here
+        out_start = lengths.cumsum(0) - lengths
+        entry = torch.arange(total) + torch.repeat_interleave(starts - out_start, lengths,
+                                                              output_size=total)
+        tile_base = torch.arange(len(rows)) * (self.tile_shape[0] * self.tile_shape[1])
+        index = torch.repeat_interleave(tile_base, lengths, output_size=total)
+        return index + self.pixels[entry], self.values[entry]
+
+    def to_dense(self, rows: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+        """Dense labels of tiles ``rows`` (default all): uint8 [B, H, W], 0/1 at the points,
+        :data:`IGNORE_INDEX` elsewhere (CPU)."""
+        rows = self._rows(rows)
+        return scatter_points(*self.select(rows), (len(rows), *self.tile_shape))
+
+    def _rows(self, rows: np.ndarray | torch.Tensor | None) -> torch.Tensor:
+        """int64 [B] tile positions: ``rows`` flattened, or all tiles."""
+        if rows is None:
+            return torch.arange(len(self))
+        return torch.as_tensor(rows, dtype=torch.int64).reshape(-1)
+
+
+def _offsets(counts: torch.Tensor) -> torch.Tensor:
+    """int64 [N + 1] segment offsets from int [N] segment lengths."""
+    return torch.cat((torch.zeros(1, dtype=torch.int64), counts.to(torch.int64).cumsum(0)))
+
+
+def scatter_points(index: torch.Tensor, values: torch.Tensor, shape: Sequence[int]
+                   ) -> torch.Tensor:
+    """A dense label map on ``index``'s device: uint8 ``shape`` ([B, H, W]) holding ``values``
+    (uint8 [P]) at the flat positions ``index`` (int64 [P], distinct) and
+    :data:`IGNORE_INDEX` elsewhere. No host-device synchronisation."""
+    labels = torch.full((math.prod(shape),), IGNORE_INDEX, dtype=torch.uint8, device=index.device)
+    return labels.scatter_(0, index, values).view(*shape)
+
+
+def sample_points_sparse(
+    masks: np.ndarray | torch.Tensor,
+    n_points: int,
+    strategy: str = "balanced",
+    seed: int = 0,
+    *,
+    tile_ids: Sequence[int] | None = None,
+) -> SparsePoints:
+    """:func:`sample_points_batch` in sparse form: the same points for the same arguments
+    (``sample_points_sparse(...).to_dense()`` equals ``sample_points_batch(...)``), held in a few
+    hundred bytes per tile instead of a dense map. ``n_points == 0`` (dense supervision) labels
+    every pixel, as :func:`sample_points_batch` does; a trial keeps the masks instead.
+
+    Raises: as :func:`sample_points_batch`.
+    """
+    n = _check_request(n_points, strategy)
+    masks = _check_masks(masks)
+    if n == 0:
+        return SparsePoints.from_dense(masks)
+    count = masks.shape[0]
+    ids = range(count) if tile_ids is None else tile_ids
+    if len(ids) != count:
+        raise ValueError(f"tile_ids: expected {count} ids (one per mask), got {len(ids)}")
+    flat = masks.reshape(count, -1).to(device="cpu", dtype=torch.uint8)
+    tiles = flat.view(masks.shape)
+    # one reduction for all tiles; numpy's, as torch's integer row sums are many times slower
+    n_forest = flat.numpy().sum(axis=1, dtype=np.int64).tolist()
+    sample = _STRATEGIES[strategy]
+    generator = torch.Generator()
+    chosen = [torch.empty(0, dtype=torch.int64)]
+    with _one_thread():
+        for i, tile_id in enumerate(ids):
+            generator.manual_seed(_tile_seed(seed, int(tile_id)))
+            chosen.append(sample(tiles[i], n_forest[i], n, generator))
+    lengths = torch.tensor([len(idx) for idx in chosen[1:]], dtype=torch.int64)
+    # one sort of the flat indices into all tiles: tiles occupy disjoint ranges in tile order,
+    # so each tile's points stay in their place, ascending
+    tile = torch.repeat_interleave(torch.arange(count), lengths)
+    pixels = (torch.cat(chosen) + tile * flat.shape[1]).sort().values - tile * flat.shape[1]
+    return SparsePoints(_offsets(lengths), pixels.to(torch.int32), flat[tile, pixels],
+                        (masks.shape[1], masks.shape[2]))
+
+
 def sample_points_batch(
     masks: np.ndarray | torch.Tensor,
     n_points: int,
@@ -330,26 +473,6 @@ def sample_points_batch(
             wrong length.
     """
     n = _check_request(n_points, strategy)
-    masks = torch.as_tensor(masks)
-    if masks.ndim != 3:
-        raise ValueError(f"masks: expected shape [N, H, W], got {tuple(masks.shape)}")
-    _check_mask_values(masks, "masks")
     if n == 0:
-        return masks.to(torch.uint8, copy=True)
-    count = masks.shape[0]
-    ids = range(count) if tile_ids is None else tile_ids
-    if len(ids) != count:
-        raise ValueError(f"tile_ids: expected {count} ids (one per mask), got {len(ids)}")
-    flat = masks.reshape(count, -1).to(device="cpu", dtype=torch.uint8)
-    tiles = flat.view(masks.shape)
-    labels = torch.full_like(flat, IGNORE_INDEX)
-    # one reduction for all tiles; numpy's, as torch's integer row sums are many times slower
-    n_forest = flat.numpy().sum(axis=1, dtype=np.int64).tolist()
-    sample = _STRATEGIES[strategy]
-    generator = torch.Generator()
-    with _one_thread():
-        for i, tile_id in enumerate(ids):
-            generator.manual_seed(_tile_seed(seed, int(tile_id)))
-            idx = sample(tiles[i], n_forest[i], n, generator)
-            labels[i, idx] = flat[i, idx]
-    return labels.view(masks.shape)
+        return _check_masks(masks).to(torch.uint8, copy=True)
+    return sample_points_sparse(masks, n, strategy, seed, tile_ids=tile_ids).to_dense()

@@ -77,34 +77,63 @@ def _autocast(cfg: TrainConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+class LabelledLoss:
+    """A loss summed over labelled pixels, kept on the device: adding a batch never waits for
+    the device; :meth:`read` does, once.
+
+    ``add(loss, labels)`` adds a batch's mean loss per labelled pixel (float scalar tensor)
+    times its labelled pixel count (``labels`` [B,H,W], 255 = unlabelled), in float64.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.total = torch.zeros((), dtype=torch.float64, device=device)
+        self.count = torch.zeros((), dtype=torch.int64, device=device)
+
+    def add(self, loss: torch.Tensor, labels: torch.Tensor) -> None:
+        count = (labels != IGNORE_INDEX).sum()
+        self.total += loss.detach().double() * count
+        self.count += count
+
+    def read(self) -> tuple[float, int]:
+        """(sum of the loss over labelled pixels, labelled pixels): one device read."""
+        total, count = torch.stack((self.total, self.count.double())).tolist()
+        return total, int(count)
+
+    def mean(self) -> float:
+        """The loss per labelled pixel (NaN without one): one device read."""
+        total, count = self.read()
+        return total / count if count else math.nan
+
+
 def train_epoch(cfg, model, optimizer, train: SplitData, device, order) -> dict[str, float]:
-    """One pass over the training tiles; stops at the first non-finite loss (``diverged``).
+    """One pass over the training tiles, with no host-device synchronisation inside it.
 
     ``train_loss`` is the mean loss per labelled pixel over the epoch (each batch's mean
-    weighted by its labelled pixels), averaged the same way as ``val_loss``.
+    weighted by its labelled pixels), averaged the same way as ``val_loss``. The sums stay on
+    the device and are read once, at the epoch's end, so a non-finite loss does not stop the
+    epoch: the weights may take NaN steps after it, and the epoch is reported ``diverged``
+    (with ``train_loss`` NaN), which ends the trial with NaN validation scores.
     """
     model.train()
     channels_last = cfg.channels_last and device.type == "cuda"
-    loss_sum, labelled, images, data_time, diverged = 0.0, 0, 0, 0.0, False
+    loss = LabelledLoss(device)
+    images, data_time = 0, 0.0
     wait_start = time.perf_counter()
     for batch in train.batches(cfg.batch_size, device, order, cfg.num_workers, channels_last,
                                drop_single=True):
         data_time += time.perf_counter() - wait_start
         with _autocast(cfg, device):
             logits = model(batch.image)
-        loss = partial_focal_ce(logits, batch.labels, gamma=cfg.gamma, alpha=cfg.alpha)
-        if not torch.isfinite(loss):
-            diverged = True
-            break
+        batch_loss = partial_focal_ce(logits, batch.labels, gamma=cfg.gamma, alpha=cfg.alpha)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        batch_loss.backward()
         optimizer.step()
-        count = int((batch.labels != IGNORE_INDEX).sum())
-        loss_sum += loss.item() * count  # per labelled pixel, as the validation loss
-        labelled += count
+        loss.add(batch_loss, batch.labels)
         images += len(batch.image)
         wait_start = time.perf_counter()
-    train_loss = loss_sum / labelled if labelled and not diverged else math.nan
+    total, labelled = loss.read()
+    diverged = not math.isfinite(total)  # losses are >= 0: no inf - inf; NaN and inf stay
+    train_loss = total / labelled if labelled and not diverged else math.nan
     return {"train_loss": train_loss, "images": images, "data_time_s": data_time,
             "diverged": diverged}
 
@@ -115,29 +144,27 @@ def evaluate(cfg, model, val: SplitData, device) -> dict[str, float]:
 
     ``val_loss`` is NaN when no validation pixel is labelled. Non-finite logits mean the
     weights diverged: then ``diverged`` is True and every ``val_*`` score is NaN (argmax
-    over NaN logits is not a prediction).
+    over NaN logits is not a prediction). The loss, the finiteness and the confusion counts
+    stay on the device until the pass ends: a constant number of device reads per pass,
+    none per batch.
     """
     model.eval()
     metrics = SegmentationMetrics()
-    loss_sum, labelled, finite = 0.0, 0, True
+    loss = LabelledLoss(device)
+    finite = torch.ones((), dtype=torch.bool, device=device)
     channels_last = cfg.channels_last and device.type == "cuda"
     for batch in val.batches(cfg.batch_size, device, None, cfg.num_workers, channels_last):
         with _autocast(cfg, device):
             logits = model(batch.image)
-        if not torch.isfinite(logits).all():
-            finite = False
-            break
-        count = int((batch.labels != IGNORE_INDEX).sum())
-        if count:
-            loss = partial_focal_ce(logits, batch.labels, gamma=cfg.gamma, alpha=cfg.alpha)
-            loss_sum += loss.item() * count
-            labelled += count
+        finite &= torch.isfinite(logits).all()
+        # no labelled pixel: the loss is 0 (never NaN) and adds nothing
+        loss.add(partial_focal_ce(logits, batch.labels, gamma=cfg.gamma, alpha=cfg.alpha),
+                 batch.labels)
         metrics.update(logits.argmax(dim=1), batch.mask)
     if not finite:
         return {**diverged_scores(), "diverged": True}
     scores = metrics.compute()
-    val_loss = loss_sum / labelled if labelled else math.nan
-    return {"val_loss": val_loss, **{f"val_{name}": value for name, value in scores.items()},
+    return {"val_loss": loss.mean(), **{f"val_{name}": value for name, value in scores.items()},
             "diverged": False}
 
 
@@ -150,7 +177,7 @@ def trial_baselines(data: TrialData) -> Metrics:
     """The trial's no-training reference scores (forest_seg.baselines) on its own split, from
     the same labels the network trains on."""
     train, val = data.train, data.val
-    return baseline_scores(train.images[train.tiles], train.labels.numpy(),
+    return baseline_scores(train.images[train.tiles], train.dense_labels().numpy(),
                            val.images[val.tiles], val.masks[val.tiles])
 
 

@@ -1,6 +1,7 @@
 """Shared fixtures: the tests never touch the user's ~/.cache, and find the real sample."""
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,92 @@ def real_sample() -> Path:
     if not (REAL_SAMPLE / "meta_data.csv").is_file():
         pytest.skip(f"real sample not found at {REAL_SAMPLE} (expected in ../shared/data/)")
     return REAL_SAMPLE
+
+
+# --- host reads: torch.cuda.set_sync_debug_mode, emulated on a CPU --------------------------
+
+HOST_READ_METHODS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu",
+                     "numpy", "nonzero")
+"""Tensor methods that, on a GPU tensor, make the host wait for the device: reading a value,
+copying to the host, or an output whose size depends on the values (``nonzero``)."""
+HOST_READ_FUNCTIONS = ("nonzero", "unique", "masked_select", "bincount")
+"""torch functions that do the same on a GPU (``bincount`` reads the maximum to size its
+output)."""
+
+
+class HostReads:
+    """Counts, while :meth:`watching`, the tensor calls that would synchronise a GPU with its
+    host, so that a test on a CPU can assert where they happen.
+
+    Calls land in ``segments[-1]``; :meth:`mark` starts a new segment (e.g. per training step).
+    Boolean-mask indexing (``x[mask]``, ``x[mask] = v``) counts as ``"mask-index"``. Calls on a
+    tensor for which ``exempt(tensor)`` is true are not counted (e.g. the optimizer's step
+    counters, which torch keeps on the host by design).
+    """
+
+    def __init__(self, monkeypatch) -> None:
+        import torch
+
+        self.segments: list[list[str]] = [[]]
+        self.active = False
+        self.exempt = lambda tensor: False
+        for owner, names in ((torch.Tensor, HOST_READ_METHODS), (torch, HOST_READ_FUNCTIONS)):
+            for name in names:
+                monkeypatch.setattr(owner, name, self._counted(name, getattr(owner, name)))
+        for name in ("__getitem__", "__setitem__"):
+            original = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, self._mask_indexing(original))
+
+    def _record(self, name: str, tensor) -> None:
+        if self.active and not self.exempt(tensor):
+            self.segments[-1].append(name)
+
+    def _counted(self, name: str, original):
+        def counted(tensor, *args, **kwargs):
+            self._record(name, tensor)
+            return original(tensor, *args, **kwargs)
+
+        return counted
+
+    def _mask_indexing(self, original):
+        import torch
+
+        def indexed(tensor, index, *args):
+            parts = index if isinstance(index, tuple) else (index,)
+            if any(isinstance(p, torch.Tensor) and p.dtype in (torch.bool, torch.uint8)
+                   for p in parts):
+                self._record("mask-index", tensor)
+            return original(tensor, index, *args)
+
+        return indexed
+
+    @contextmanager
+    def watching(self):
+        """Count inside the block."""
+        self.active = True
+        try:
+            yield self
+        finally:
+            self.active = False
+
+    @contextmanager
+    def paused(self):
+        """Do not count inside the block (e.g. while a batch is being built)."""
+        active, self.active = self.active, False
+        try:
+            yield
+        finally:
+            self.active = active
+
+    def mark(self) -> None:
+        self.segments.append([])
+
+    @property
+    def calls(self) -> list[str]:
+        return [name for segment in self.segments for name in segment]
+
+
+@pytest.fixture
+def host_reads(monkeypatch) -> HostReads:
+    """A :class:`HostReads` counter installed for the test (idle until ``watching()``)."""
+    return HostReads(monkeypatch)

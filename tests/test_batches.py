@@ -1,14 +1,18 @@
-"""A trial's data: held-out validation data (``val_data``) instead of a split."""
+"""A trial's data: held-out validation data (``val_data``) instead of a split; sparse point
+labels and the dense label maps of its batches."""
 
 import numpy as np
 import pytest
+import torch
 
-from forest_seg.batches import prepare_trial_data
+from forest_seg.batches import VAL_POINTS_SEED_OFFSET, prepare_trial_data
 from forest_seg.config import TrainConfig
 from forest_seg.data import load_tiles, split_indices
 from forest_seg.errors import DatasetError
-from forest_seg.points import IGNORE_INDEX
+from forest_seg.points import IGNORE_INDEX, sample_points_batch
 from forest_seg.synthetic import make_synthetic_dataset
+
+CPU = torch.device("cpu")
 
 
 @pytest.fixture
@@ -35,7 +39,7 @@ def test_all_of_data_trains_and_all_of_val_data_validates(two_roots):
     np.testing.assert_array_equal(data.val.masks[data.val.tiles], val_tiles.masks)
     assert not np.array_equal(train_tiles.images[:4], val_tiles.images)  # really other tiles
     # validation points label val_data's own masks: 5 per tile, each equal to the mask there
-    labels = data.val.labels.numpy()
+    labels = data.val.dense_labels().numpy()
     labelled = labels != IGNORE_INDEX
     assert labelled.sum(axis=(1, 2)).tolist() == [5, 5, 5, 5]
     np.testing.assert_array_equal(labels[labelled], val_tiles.masks[labelled])
@@ -77,3 +81,56 @@ def test_training_on_a_single_tile_is_refused(tmp_path, two_roots):
     one = make_synthetic_dataset(tmp_path / "one", n=1, size=32, seed=3)
     with pytest.raises(DatasetError, match="at least 2 tiles"):
         prepare_trial_data(config(one, two_roots[1]))
+
+
+@pytest.fixture(scope="module")
+def ten_tiles(tmp_path_factory):
+    """10 synthetic tiles of 64 px."""
+    return make_synthetic_dataset(tmp_path_factory.mktemp("ten"), n=10, size=64, seed=4)
+
+
+def trial(root, **changes):
+    return prepare_trial_data(TrainConfig(data=str(root), image_size=64, split="random",
+                                          pretrained="none", device="cpu", **changes))
+
+
+@pytest.mark.parametrize(("strategy", "seed"), [("balanced", 0), ("uniform", 3), ("forest", 5),
+                                                ("spread", 1), ("boundary", 2)])
+def test_batch_labels_are_the_points_of_sample_points_batch(ten_tiles, strategy, seed):
+    """Scattered per batch from the sparse points: the dense maps sample_points_batch gives
+    for the same seed, tile for tile, in the batch's (shuffled) order."""
+    data = trial(ten_tiles, points=9, point_strategy=strategy, seed=seed)
+    masks = load_tiles(ten_tiles, 64).masks
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
+    for side, points_seed, positions in ((data.train, seed, order),
+                                         (data.val, seed + VAL_POINTS_SEED_OFFSET, None)):
+        expected = sample_points_batch(masks[side.tiles], 9, strategy, seed=points_seed,
+                                       tile_ids=side.tiles)
+        batches = list(side.batches(3, CPU, positions))
+        labels = torch.cat([b.labels for b in batches])
+        assert labels.dtype == torch.int64 and len(batches) == -(-len(side) // 3)
+        rows = torch.arange(len(side)) if positions is None else positions
+        assert torch.equal(labels, expected[rows].long())
+        assert torch.equal(torch.cat([b.mask for b in batches]),
+                           torch.from_numpy(masks[side.tiles][rows.numpy()]).long())
+        assert torch.equal(side.dense_labels(), expected)
+
+
+def test_fifty_points_at_64_px_take_258_bytes_per_tile(ten_tiles):
+    data = trial(ten_tiles, points=50)  # balanced: exactly 50 points on every tile
+    assert len(data.train) + len(data.val) == 10
+    for side in (data.train, data.val):
+        # per point an int32 pixel index and a uint8 label; per tile an int64 offset (+ one)
+        assert side.labels.nbytes == len(side) * (50 * 5 + 8) + 8
+        assert side.labels.nbytes / len(side) < 1024  # a dense uint8 map: 64 * 64 = 4096
+
+
+def test_dense_supervision_keeps_no_labels_of_its_own(ten_tiles):
+    """points=0: the masks are the labels, used as they are (no copy of them per trial)."""
+    data = trial(ten_tiles, points=0)
+    assert data.train.labels is None and data.val.labels is None
+    batch = next(data.train.batches(4, CPU))
+    assert batch.labels is batch.mask and batch.labels.dtype == torch.int64
+    masks = load_tiles(ten_tiles, 64).masks
+    assert torch.equal(batch.mask, torch.from_numpy(masks[data.train.tiles[:4]]).long())
+    assert torch.equal(data.train.dense_labels(), torch.from_numpy(masks[data.train.tiles]))

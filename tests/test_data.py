@@ -187,6 +187,22 @@ def test_normalize_images_exact_values_layout_and_dtype():
         data.normalize_images(batch.float())
 
 
+def test_normalize_images_makes_its_constants_once_per_device(monkeypatch):
+    """A batch costs no host-to-device copy of the ImageNet constants (on a GPU a blocking
+    one): after the device's first call, no tensor is made from Python values."""
+    images = torch.tensor([[[[0, 255, 51]]]], dtype=torch.uint8)
+    first = data.normalize_images(images)
+    made = []
+    tensor = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *args, **kwargs: made.append(args) or
+                        tensor(*args, **kwargs))
+    again = data.normalize_images(images)
+    assert made == []
+    expected = [-0.485 / 0.229, (1 - 0.456) / 0.224, (0.2 - 0.406) / 0.225]
+    torch.testing.assert_close(again.flatten(), tensor(expected), rtol=0, atol=1e-6)
+    assert torch.equal(again, first)
+
+
 def test_dataset_items(tiny):
     ds = ForestAerialDataset(tiny.parent, size=16, indices=[4, 0])
     assert ds.root == tiny and ds.size == 16 and len(ds) == 2

@@ -143,17 +143,47 @@ def test_bad_inputs_raise():
     m = SegmentationMetrics()
     with pytest.raises(ValueError, match=r"equal shapes.*\(1, 2\).*\(1, 3\)"):
         m.update(torch.zeros(1, 2, dtype=torch.int64), torch.zeros(1, 3, dtype=torch.int64))
-    with pytest.raises(ValueError, match=r"pred.*\[0, 2\).*\[0, 2\]"):
-        m.update(torch.tensor([[0, 2]]), torch.tensor([[0, 1]]))
-    with pytest.raises(ValueError, match=r"target.*\[0, 2\).*\[0, 7\]"):
-        m.update(torch.tensor([[0, 1]]), torch.tensor([[0, 7]]))
     with pytest.raises(ValueError, match=r"num_classes.*1"):
         SegmentationMetrics(num_classes=1)
 
 
+@pytest.mark.parametrize(
+    ("pred", "target", "message", "confusion"),
+    [([[0, 2, -1]], [[0, 1, 1]], r"pred: .*\[0, 2\).* 2 counted pixel", [[1, 0], [0, 0]]),
+     ([[0, 1, 1]], [[0, 7, -3]], r"target: .*\[0, 2\).* 2 counted pixel", [[1, 0], [0, 0]]),
+     # a bad target is reported, not its bad pred; the two good pixels are counted
+     ([[5, 1, 0]], [[9, 1, 0]], r"target: .* 1 counted pixel", [[1, 0], [0, 1]])],
+)
+def test_class_ids_out_of_range_raise_at_compute(pred, target, message, confusion):
+    """update() never reads the device, so it cannot check values: compute() does, once."""
+    m = SegmentationMetrics()
+    m.update(torch.tensor([pred]), torch.tensor([target]))
+    with pytest.raises(ValueError, match=message):
+        m.compute()
+    assert m.confusion.tolist() == confusion
+
+
+def test_a_bad_pred_at_an_ignored_pixel_is_not_counted():
+    m = SegmentationMetrics()
+    m.update(torch.tensor([[1, 9]]), torch.tensor([[1, IGNORE_INDEX]]))
+    assert m.compute()["accuracy"] == 1.0
+
+
+def test_update_never_reads_the_device_and_compute_reads_it_once(host_reads):
+    m = SegmentationMetrics()
+    with host_reads.watching():
+        for _ in range(3):
+            m.update(torch.tensor([PRED]), torch.tensor([TARGET]))
+        assert host_reads.calls == []
+        result = m.compute()
+    assert host_reads.calls == ["tolist"]
+    assert torch.equal(m.confusion, 3 * torch.tensor([[2, 2], [1, 3]]))
+    assert result == metrics_of((PRED, TARGET))  # ratios of counts all scaled by 3
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_inputs_accumulate_on_cpu():
+def test_cuda_inputs_accumulate_on_the_gpu():
     m = SegmentationMetrics()
     m.update(torch.tensor([PRED], device="cuda"), torch.tensor([TARGET], device="cuda"))
-    assert m.confusion.device.type == "cpu"
+    assert m.device.type == "cuda" and m.confusion.device.type == "cpu"
     assert m.compute() == metrics_of((PRED, TARGET))

@@ -15,9 +15,12 @@ from forest_seg.points import (
     BOUNDARY_WIDTH,
     IGNORE_INDEX,
     POINT_STRATEGIES,
+    SparsePoints,
     _tile_seed,
     sample_points,
     sample_points_batch,
+    sample_points_sparse,
+    scatter_points,
 )
 from forest_seg.points_spatial import edge_band, grid_shape
 
@@ -485,3 +488,72 @@ def test_batch_cost_does_not_scale_with_tile_area_times_points(strategy):
     # ~0.1 s (balanced) to ~0.7 s (boundary) on a laptop core; the bound leaves room for a
     # loaded CI machine
     assert elapsed < 5.0, elapsed
+
+
+# --- sparse form ------------------------------------------------------------------------
+
+# two 2x3 tiles: tile 0 labels (0, 1) = 1 and (1, 2) = 0; tile 1 labels (0, 0) = 0
+HAND_LABELS = torch.tensor([[[255, 1, 255], [255, 255, 0]],
+                            [[0, 255, 255], [255, 255, 255]]], dtype=torch.uint8)
+
+
+def test_sparse_form_of_hand_labels():
+    sparse = SparsePoints.from_dense(HAND_LABELS)
+    assert len(sparse) == 2 and sparse.tile_shape == (2, 3)
+    assert sparse.offsets.tolist() == [0, 2, 3] and sparse.offsets.dtype == torch.int64
+    assert sparse.pixels.tolist() == [1, 5, 0] and sparse.pixels.dtype == torch.int32
+    assert sparse.values.tolist() == [1, 0, 0] and sparse.values.dtype == torch.uint8
+    assert sparse.nbytes == 3 * 8 + 3 * 4 + 3 * 1
+    assert torch.equal(sparse.to_dense(), HAND_LABELS)
+    # tiles 1, 0, 1 of a [3, 2, 3] map: flat indices 0 + 0; 6 + 1, 6 + 5; 12 + 0
+    index, values = sparse.select([1, 0, 1])
+    assert index.tolist() == [0, 7, 11, 12] and values.tolist() == [0, 1, 0, 0]
+    assert torch.equal(sparse.to_dense(np.array([1, 0, 1])), HAND_LABELS[[1, 0, 1]])
+    assert sparse.to_dense([]).shape == (0, 2, 3)
+
+
+def test_scatter_points_fills_the_rest_with_ignore_index(host_reads):
+    with host_reads.watching():  # builds a batch's labels on the device without reading it
+        dense = scatter_points(torch.tensor([0, 5]), torch.tensor([1, 0], dtype=torch.uint8),
+                               (1, 2, 3))
+    assert host_reads.calls == []
+    assert dense.tolist() == [[[1, 255, 255], [255, 255, 0]]] and dense.dtype == torch.uint8
+
+
+@pytest.mark.parametrize(("strategy", "seed", "n"),
+                         [("balanced", 0, 10), ("uniform", 3, 7), ("forest", 5, 40),
+                          ("spread", 1, 9), ("boundary", 2, 12), ("balanced", 4, 300)])
+def test_sparse_points_are_the_points_of_sample_points_batch(strategy, seed, n):
+    masks = random_masks(5, size=16, seed=seed)
+    masks[0] = 0  # forest: no point at all on this tile
+    ids = [7, 3, 11, 0, 2]
+    sparse = sample_points_sparse(masks, n, strategy, seed=seed, tile_ids=ids)
+    dense = sample_points_batch(masks, n, strategy, seed=seed, tile_ids=ids)
+    assert torch.equal(sparse.to_dense(), dense)
+    for i, tile_id in enumerate(ids):  # and each tile those of sample_points, independently
+        alone = sample_points(masks[i], n, strategy, generator=gen(_tile_seed(seed, tile_id)))
+        assert torch.equal(sparse.to_dense([i])[0].long(), alone)
+    counts = (sparse.offsets[1:] - sparse.offsets[:-1]).tolist()
+    assert counts == labelled(dense).sum(dim=(1, 2)).tolist()
+    bounds = sparse.offsets.tolist()
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):  # ascending in each tile
+        assert torch.equal(sparse.pixels[start:end], sparse.pixels[start:end].sort().values)
+
+
+def test_sparse_zero_points_labels_every_pixel_and_errors_match_the_batch():
+    masks = random_masks(2, size=4)
+    assert torch.equal(sample_points_sparse(masks, 0).to_dense(), masks)
+    with pytest.raises(ValueError, match=r"tile_ids.*2 ids.*got 3"):
+        sample_points_sparse(masks, 3, tile_ids=[0, 1, 2])
+    with pytest.raises(ConfigError, match="points"):
+        sample_points_sparse(masks, -1)
+    with pytest.raises(ValueError, match=r"\[N, H, W\]"):
+        sample_points_sparse(HALF_MASK, 3)
+
+
+def test_fifty_points_take_258_bytes_per_tile_not_a_dense_map():
+    masks = random_masks(10, size=64)
+    sparse = sample_points_sparse(masks, 50, "balanced", seed=0)
+    # per point an int32 pixel and a uint8 value, per tile an int64 offset, plus one offset
+    assert sparse.nbytes == 10 * (50 * (4 + 1) + 8) + 8
+    assert sparse.nbytes / 10 < 1024  # the dense uint8 map of a 64 px tile: 4096 bytes

@@ -11,12 +11,12 @@ import torch
 
 from forest_seg import train as train_module
 from forest_seg.baselines import BASELINE_KEYS
-from forest_seg.batches import SplitData
+from forest_seg.batches import SplitData, prepare_trial_data
 from forest_seg.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from forest_seg.config import TrainConfig
 from forest_seg.data import load_tiles, split_indices
 from forest_seg.model import build_model
-from forest_seg.points import IGNORE_INDEX
+from forest_seg.points import IGNORE_INDEX, SparsePoints
 from forest_seg.synthetic import make_synthetic_dataset
 from forest_seg.train import fit, trainable
 
@@ -123,7 +123,7 @@ def test_every_epoch_carries_the_trials_baselines(tiny_cfg):
 
 
 def split_of(images, masks, labels):
-    return SplitData(images, masks, np.arange(len(images)), torch.as_tensor(labels))
+    return SplitData(images, masks, np.arange(len(images)), SparsePoints.from_dense(labels))
 
 
 def test_validation_without_labelled_points_is_not_divergence(tiny_cfg):
@@ -290,3 +290,137 @@ def test_reported_lr_follows_the_schedule(tiny_cfg):
     _, history = run(tiny_cfg.replace(lr_schedule="cosine", warmup_epochs=1))
     # warm-up epoch 1: lr/2; then cosine over 2 epochs: lr, lr * 0.5 * (1 + cos(pi / 2))
     assert [m["lr"] for m in history] == pytest.approx([5e-4, 1e-3, 5e-4])
+
+
+# --- host-device synchronisation ---------------------------------------------------------
+# On a GPU every read of a device value (loss.item(), int(count), `if tensor`, .cpu(), boolean
+# indexing, bincount) stalls the host until the device catches up. The host_reads fixture
+# (conftest.py) counts those calls on a CPU, as torch.cuda.set_sync_debug_mode would on a GPU.
+
+
+def test_host_reads_counts_what_would_synchronise_a_gpu(host_reads):
+    x = torch.tensor([1.0, -2.0])
+    with host_reads.watching():
+        x.sum().item()
+        bool(x[0] > 0)
+        int(x[1])
+        x.tolist()
+        x[x > 0]
+        x.cpu()
+        torch.bincount(torch.tensor([1]))
+        (x * 2).sum()  # stays on the device: not counted
+    assert host_reads.calls == ["item", "__bool__", "__int__", "tolist", "mask-index", "cpu",
+                                "bincount"]
+
+
+def count_per_batch(host_reads, monkeypatch):
+    """Make every ``SplitData.batches`` start a new ``host_reads`` segment before it fetches a
+    batch, and not count while it builds one: a pass's segments are then [before the first
+    batch, batch 1, ..., batch n, after the last batch]."""
+    original = SplitData.batches
+
+    def batches(self, *args, **kwargs):
+        iterator = original(self, *args, **kwargs)
+        while True:
+            host_reads.mark()
+            with host_reads.paused():
+                batch = next(iterator, None)
+            if batch is None:
+                return
+            yield batch
+
+    monkeypatch.setattr(SplitData, "batches", batches)
+
+
+@pytest.mark.parametrize(("batch_size", "steps"), [(8, 3), (4, 5)])
+def test_training_steps_never_wait_for_the_device(tiny_cfg, host_reads, monkeypatch,
+                                                  batch_size, steps):
+    """No host read in any training step; one at the epoch's end, whatever the step count."""
+    cfg = tiny_cfg.replace(batch_size=batch_size)
+    data = prepare_trial_data(cfg)
+    assert len(data.train) == 19  # 8 + 8 + 3 or 4 + 4 + 4 + 4 + 3
+    model = build_model(head=cfg.head, pretrained="none", encoder_stages=1)
+    optimizer = train_module.make_optimizer(cfg, model)
+    # Adam keeps its step counters on the host (unless capturable) and reads them each step:
+    # no device read
+    host_reads.exempt = lambda t: any(t is s.get("step") for s in optimizer.state.values())
+    count_per_batch(host_reads, monkeypatch)
+    with host_reads.watching():
+        trained = train_module.train_epoch(cfg, model, optimizer, data.train,
+                                           torch.device("cpu"), torch.arange(19))
+    before, *per_step, after = host_reads.segments
+    assert len(per_step) == steps and per_step == [[]] * steps
+    assert before == [] and after == ["tolist"]  # the loss sums, read once
+    assert math.isfinite(trained["train_loss"]) and trained["diverged"] is False
+    assert optimizer.state  # the exemption covered real step counters
+
+
+@pytest.mark.parametrize(("batch_size", "batches"), [(2, 3), (4, 2), (5, 1)])
+def test_validation_reads_the_device_three_times_per_pass(tiny_cfg, host_reads, monkeypatch,
+                                                          batch_size, batches):
+    """None per batch: finiteness, loss sums and confusion counts are read after the pass."""
+    data = prepare_trial_data(tiny_cfg)
+    assert len(data.val) == 5
+    model = build_model(head=tiny_cfg.head, pretrained="none", encoder_stages=1)
+    count_per_batch(host_reads, monkeypatch)
+    with host_reads.watching():
+        scores = train_module.evaluate(tiny_cfg.replace(batch_size=batch_size), model, data.val,
+                                       torch.device("cpu"))
+    before, *per_batch, after = host_reads.segments
+    assert len(per_batch) == batches and per_batch == [[]] * batches
+    assert before == [] and sorted(after) == ["__bool__", "tolist", "tolist"]
+    assert scores["diverged"] is False and 0 <= scores["val_miou"] <= 1
+
+
+def test_a_nan_loss_mid_epoch_ends_the_trial_at_that_epoch(tiny_cfg, monkeypatch):
+    """The check is deferred to the epoch's end, yet the epoch of the NaN is the one reported
+    diverged (and the trial's last), with no score."""
+    original = train_module.partial_focal_ce
+    steps = []
+
+    def nan_at_step_5(logits, labels, **kwargs):
+        loss = original(logits, labels, **kwargs)
+        if logits.requires_grad:  # a training step (validation runs without grad)
+            steps.append(len(steps) + 1)
+            if len(steps) == 5:  # epoch 2 (3 steps an epoch), second step
+                return loss * math.nan
+        return loss
+
+    monkeypatch.setattr(train_module, "partial_focal_ce", nan_at_step_5)
+    final, history = run(tiny_cfg)
+    assert [m["diverged"] for m in history] == [False, True]
+    assert len(steps) == 6  # epoch 2 ran to its end: no read before then
+    assert math.isfinite(history[0]["train_loss"]) and math.isnan(final["train_loss"])
+    for key in train_module.VAL_KEYS:
+        assert math.isnan(final[key]), key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_steps_and_validation_batches_do_not_synchronise(tiny_cfg, monkeypatch):
+    """The real check on a GPU: torch.cuda.set_sync_debug_mode("error") while each step or
+    validation batch runs (not while a batch is built, nor after the last one)."""
+    cfg = tiny_cfg.replace(device="cuda")
+    device = torch.device("cuda")
+    data = prepare_trial_data(cfg)
+    model = build_model(head=cfg.head, pretrained="none", encoder_stages=1).to(device)
+    optimizer = train_module.make_optimizer(cfg, model)
+    original = SplitData.batches
+
+    def batches(self, *args, **kwargs):
+        iterator = original(self, *args, **kwargs)
+        while True:
+            torch.cuda.set_sync_debug_mode(0)
+            batch = next(iterator, None)
+            if batch is None:
+                return
+            torch.cuda.set_sync_debug_mode("error")
+            yield batch
+
+    monkeypatch.setattr(SplitData, "batches", batches)
+    try:
+        trained = train_module.train_epoch(cfg, model, optimizer, data.train, device,
+                                           torch.arange(len(data.train)))
+        scores = train_module.evaluate(cfg, model, data.val, device)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert math.isfinite(trained["train_loss"]) and scores["diverged"] is False
