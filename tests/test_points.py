@@ -42,7 +42,7 @@ MASK_20 = (torch.arange(64) < 20).long().reshape(8, 8)
 
 
 def test_strategy_names_and_ignore_index():
-    assert POINT_STRATEGIES == ("balanced", "uniform", "forest", "spread", "boundary")
+    assert POINT_STRATEGIES[:5] == ("balanced", "uniform", "forest", "spread", "boundary")
     assert IGNORE_INDEX == 255
     assert (BOUNDARY_SHARE, BOUNDARY_WIDTH) == (0.5, 3)
 
@@ -485,3 +485,28 @@ def test_batch_cost_does_not_scale_with_tile_area_times_points(strategy):
     # ~0.1 s (balanced) to ~0.7 s (boundary) on a laptop core; the bound leaves room for a
     # loaded CI machine
     assert elapsed < 5.0, elapsed
+
+
+def test_a_points_module_adds_its_strategies(monkeypatch):
+    """A ``forest_seg/points_<name>.py`` module with ``STRATEGIES`` is a new strategy: the
+    sampler, TrainConfig and the CLIs accept it without any other file changing."""
+    import pkgutil
+    import sys
+    import types
+
+    from forest_seg import points
+    from forest_seg.config import TrainConfig
+
+    def corner(mask, n_forest, n_points, generator):  # the first n pixels in raster order
+        return torch.arange(min(n_points, mask.numel()))
+
+    module = types.ModuleType("forest_seg.points_corner")
+    module.STRATEGIES = {"corner": corner}
+    monkeypatch.setitem(sys.modules, "forest_seg.points_corner", module)
+    monkeypatch.setattr(points, "_REGISTRY", {})
+    monkeypatch.setattr(points.pkgutil, "iter_modules",
+                        lambda path: [pkgutil.ModuleInfo(None, "points_corner", False)])
+    assert points.POINT_STRATEGIES[-1] == "corner"
+    labels = sample_points(HALF_MASK, 3, "corner")
+    assert labels.view(-1)[:3].tolist() == [1, 1, 0] and int(labelled(labels).sum()) == 3
+    assert TrainConfig(point_strategy="corner").point_strategy == "corner"
