@@ -1,5 +1,7 @@
-"""Shared fixtures: the tests never touch the user's ~/.cache, and find the real sample."""
+"""Shared fixtures: the tests never touch the user's ~/.cache, find the real sample, and load
+the sweep drivers (scripts, not modules of a package) by their path."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -7,9 +9,8 @@ import pytest
 
 from forest_seg.cache import CACHE_ENV
 
-REAL_SAMPLE = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "forest-aerial-sample"
-)
+ROOT = Path(__file__).resolve().parents[1]
+REAL_SAMPLE = ROOT.parent / "shared" / "data" / "forest-aerial-sample"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -39,3 +40,16 @@ def real_sample() -> Path:
     if not (REAL_SAMPLE / "meta_data.csv").is_file():
         pytest.skip(f"real sample not found at {REAL_SAMPLE} (expected in ../shared/data/)")
     return REAL_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def sweep_driver():
+    """``sweep_driver("grid")``: the module of ``sweeps/grid.py``, loaded from its file."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"sweeps_{name}",
+                                                      ROOT / "sweeps" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
