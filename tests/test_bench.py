@@ -1,4 +1,4 @@
-"""forest_seg.bench: the pure parts (table, last line, /proc parsing, history arithmetic),
+"""bench (python -m bench): the pure parts (table, last line, /proc parsing, history arithmetic),
 the bench's own loops on tiny data, its CLI errors, and one end-to-end run (slow)."""
 
 import math

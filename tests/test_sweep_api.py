@@ -170,3 +170,12 @@ def test_run_uses_a_ray_it_did_not_start_and_keeps_it(tmp_path):
     finally:
         ray.shutdown()
     assert results["driver"].tolist() == ["grid"] and results["points"].tolist() == [10]
+
+
+def test_closing_text_of_a_sweep_without_finished_trials():
+    from forest_seg.sweep import closing_text
+
+    empty = pd.DataFrame()
+    empty.attrs["experiment"] = "/runs/x"
+    assert closing_text(empty) == ("no trial finished; results: /runs/x/results.csv  "
+                                   "(per epoch: /runs/x/history.csv)")

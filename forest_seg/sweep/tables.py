@@ -57,6 +57,8 @@ def closing_text(results: pd.DataFrame) -> str:
     summary (local experiments) and where the files are."""
     path = results.attrs[EXPERIMENT]
     where = f"results: {path}/{RESULTS_FILE}  (per epoch: {path}/{HISTORY_FILE})"
+    if results.empty:
+        return f"no trial finished; {where}"
     if "://" in path:
         return results_table(results) + "\n" + where
     return "\n".join([
