@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--study-storage", default=None,
                         help="Optuna storage URL (e.g. sqlite:///runs/optuna.db)")
     args = parser.parse_args(argv)
-    trials = args.num_trials or (3 if args.smoke_test else 20)
+    trials = args.num_trials if args.num_trials is not None else (3 if args.smoke_test else 20)
     if trials < 1:
         raise ConfigError(f"invalid --num-trials {trials}: expected an integer >= 1")
     # TPE learns from finished trials: by default two run at once, the rest wait for them
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                       scheduler=scheduler_from_args(args), driver="optuna")
         print(closing_text(run(study, launch)))
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))
