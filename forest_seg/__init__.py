@@ -6,7 +6,8 @@ Nothing runs at import time. The library modules are:
 - ``data`` / ``synthetic``: the Kaggle-layout loader and the embedded synthetic dataset.
 - ``points``: point-annotation simulation; ``losses``: partial focal cross-entropy.
 - ``model``: ResNet50 encoder + segmentation head; ``metrics``: confusion-matrix metrics.
-- ``train``: the training loop and its Ray Tune adapter; ``analysis``: sweep results.
+- ``train``: the training loop and its Ray Tune adapter; ``results``: the results schema.
+- ``sweep``: the sweep API (``Study``, ``Launch``, ``run``); ``analysis``: sweep results.
 """
 
 __version__ = "0.1.0"

@@ -1,16 +1,29 @@
-"""TrainConfig: every hyperparameter of one trial, and its command-line form.
+"""TrainConfig: every hyperparameter of one trial, its field metadata and its command-line form.
 
 The defaults are the original report's baseline: 256x256 inputs, batch 16, 10 epochs, Adam at
 lr 1e-4, 50 points per image, focal gamma 2, an 80/20 random split. A config travels through
 Ray Tune as a plain dict; :meth:`TrainConfig.from_dict` rebuilds and validates it.
+
+Each field's metadata is the one source of truth other modules read:
+
+- ``swept``: a field the sweep drivers vary per trial (``points``, ``lr``,
+  ``point_strategy``, ``seed``); every other field is a fixed flag of a driver;
+- ``execution``: a field that changes how a trial runs, not what it computes (``device``,
+  ``num_workers``, ``threads``, ``checkpoint_every``), so the analysis never treats it as a
+  factor;
+- ``choices``: the valid values, read on first use from the module that implements them
+  (point strategies from :mod:`forest_seg.points`, heads from :mod:`forest_seg.model`,
+  schedules from :mod:`forest_seg.schedules`), so importing this module imports no torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import types
 import typing
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .errors import ConfigError
@@ -18,13 +31,22 @@ from .errors import ConfigError
 SPLITS = ("random", "scene")
 OPTIMIZERS = ("adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
-LR_SCHEDULES = ("constant", "cosine", "onecycle", "plateau")  # see forest_seg.schedules
-# Kept in step with forest_seg.points.POINT_STRATEGIES, forest_seg.model.HEADS and
-# forest_seg.schedules.LR_SCHEDULES (a test checks it); the config module imports none of
-# them so that reading a config never imports torch.
-POINT_STRATEGIES = ("balanced", "uniform", "forest", "spread", "boundary")
-HEADS = ("linear", "unet")
 SEED_LIMIT = 2**32  # seeds lie in [0, 2**32) (numpy's legacy and most seeders' range)
+Choices = Callable[[], tuple[str, ...]]
+
+
+def _names_in(module: str, attribute: str) -> Choices:
+    """The valid values held by ``forest_seg.<module>.<attribute>``, imported when first asked."""
+    def names() -> tuple[str, ...]:
+        return tuple(getattr(importlib.import_module(f"forest_seg.{module}"), attribute))
+
+    return names
+
+
+def _field(default: Any, *, swept: bool = False, execution: bool = False,
+           choices: tuple[str, ...] | Choices | None = None) -> Any:
+    return field(default=default,
+                 metadata={"swept": swept, "execution": execution, "choices": choices})
 
 
 @dataclass
@@ -34,30 +56,40 @@ class TrainConfig:
     data: str | None = None  # dataset root (Kaggle layout); None = embedded synthetic dataset
     image_size: int = 256  # tiles are resized to image_size x image_size
     max_tiles: int | None = None  # seeded subset of the tiles; None = all
-    split: str = "random"  # "random" (the report) or "scene" (no scene on both sides)
+    # "random" (the report) or "scene" (no scene on both sides)
+    split: str = _field("random", choices=SPLITS)
     val_fraction: float = 0.2
     val_data: str | None = None  # validation dataset root: all of data trains, no split
-    points: int = 50  # labelled points per training image; 0 = dense masks (upper bound)
-    point_strategy: str = "balanced"  # balanced, uniform, forest (the report's), spread, boundary
-    lr: float = 1e-4
-    lr_schedule: str = "constant"  # "constant" (the report), "cosine", "onecycle", "plateau"
+    # labelled points per training image; 0 = dense masks (upper bound)
+    points: int = _field(50, swept=True)
+    # balanced, uniform, forest (the report's), spread, boundary, ...
+    point_strategy: str = _field("balanced", swept=True,
+                                 choices=_names_in("points", "POINT_STRATEGIES"))
+    lr: float = _field(1e-4, swept=True)
+    # "constant" (the report), "cosine", "onecycle", "plateau"
+    lr_schedule: str = _field("constant", choices=_names_in("schedules", "LR_SCHEDULES"))
     warmup_epochs: int = 0  # linear lr warm-up epochs before the schedule
-    optimizer: str = "adam"  # "adam" or "adamw"
+    optimizer: str = _field("adam", choices=OPTIMIZERS)  # "adam" or "adamw"
     weight_decay: float = 0.0
     batch_size: int = 16
     epochs: int = 10
     gamma: float = 2.0  # focal term; 0 = plain partial cross-entropy
     alpha: float | None = None  # forest weight in [0, 1]; None = unweighted
-    head: str = "linear"  # "linear" (the report's 1x1 conv) or "unet"
+    # "linear" (the report's 1x1 conv) or "unet"
+    head: str = _field("linear", choices=_names_in("model", "HEADS"))
     encoder_stages: int = 4  # ResNet50 stages kept (1-4); fewer = a truncated, faster net
     pretrained: str = "imagenet"  # "imagenet", "none" or a path to a weights file
-    seed: int = 0
-    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
-    num_workers: int = 0  # background threads preparing the next batches; 0 = inline
-    threads: int | None = None  # torch CPU threads; None = the CPUs this process was given
+    seed: int = _field(0, swept=True)
+    # "auto" (CUDA when present), "cpu" or "cuda"
+    device: str = _field("auto", execution=True, choices=DEVICES)
+    # background threads preparing the next batches; 0 = inline
+    num_workers: int = _field(0, execution=True)
+    # torch CPU threads; None = the CPUs this process was given
+    threads: int | None = _field(None, execution=True)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
-    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always saves)
+    # epochs between checkpoints (the last epoch always saves)
+    checkpoint_every: int = _field(1, execution=True)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -65,6 +97,22 @@ class TrainConfig:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    @classmethod
+    def swept_fields(cls) -> tuple[str, ...]:
+        """The fields sweeps vary per trial (metadata ``swept``)."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("swept"))
+
+    @classmethod
+    def execution_fields(cls) -> tuple[str, ...]:
+        """The fields that change how a trial runs, not its results (metadata ``execution``)."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("execution"))
+
+    @classmethod
+    def choices(cls, name: str) -> tuple[str, ...] | None:
+        """The valid values of field ``name``, or None when it is not a choice."""
+        found = cls.__dataclass_fields__[name].metadata.get("choices")
+        return found() if callable(found) else found
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -89,28 +137,22 @@ class TrainConfig:
         """Raise ConfigError naming the first invalid field."""
         for name, hint in typing.get_type_hints(type(self)).items():
             setattr(self, name, _coerce(name, getattr(self, name), hint))
+        for name in self.field_names():
+            valid = self.choices(name)
+            value = getattr(self, name)
+            _check(valid is None or value in valid, name, value, f"one of {', '.join(valid or ())}")
         _check(self.image_size >= 8, "image_size", self.image_size, "an integer >= 8")
         _check(
             self.max_tiles is None or self.max_tiles >= 2,
             "max_tiles", self.max_tiles, "an integer >= 2 or none",
         )
-        _check(self.split in SPLITS, "split", self.split, f"one of {', '.join(SPLITS)}")
         _check(
             self.val_data is None or bool(self.val_data.strip()),
             "val_data", self.val_data, "a dataset folder or none",
         )
         _check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "a number in (0, 1)")
         _check(self.points >= 0, "points", self.points, "an integer >= 0 (0 = dense masks)")
-        _check(
-            self.point_strategy in POINT_STRATEGIES,
-            "point_strategy", self.point_strategy, f"one of {', '.join(POINT_STRATEGIES)}",
-        )
         _check(self.lr > 0, "lr", self.lr, "a number > 0")
-        _check(
-            self.lr_schedule in LR_SCHEDULES,
-            "lr_schedule", self.lr_schedule, f"one of {', '.join(LR_SCHEDULES)}",
-        )
-        _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, " or ".join(OPTIMIZERS))
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
         _check(self.batch_size >= 2, "batch_size", self.batch_size, "an integer >= 2")
         _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
@@ -122,11 +164,9 @@ class TrainConfig:
         _check(
             self.alpha is None or 0 <= self.alpha <= 1, "alpha", self.alpha, "none or in [0, 1]"
         )
-        _check(self.head in HEADS, "head", self.head, f"one of {', '.join(HEADS)}")
         _check(1 <= self.encoder_stages <= 4, "encoder_stages", self.encoder_stages, "1 to 4")
         _check(bool(self.pretrained), "pretrained", self.pretrained, "imagenet, none or a path")
         _check(0 <= self.seed < SEED_LIMIT, "seed", self.seed, "an integer in [0, 2**32)")
-        _check(self.device in DEVICES, "device", self.device, f"one of {', '.join(DEVICES)}")
         _check(self.num_workers >= 0, "num_workers", self.num_workers, "an integer >= 0")
         _check(
             self.threads is None or self.threads >= 1, "threads", self.threads, ">= 1 or none"

@@ -104,7 +104,7 @@ class TileSet:
         return len(self.names)
 
 
-def _read_rows(root: Path) -> list[tuple[str, Path, Path]]:
+def dataset_rows(root: Path) -> list[tuple[str, Path, Path]]:
     """(image name, image path, mask path) per CSV row, checking columns and files exist."""
     csv_path = root / META_CSV
     try:
@@ -192,6 +192,12 @@ def _decode_mask(path: Path, size: int) -> np.ndarray:
     return threshold_mask(_decode(path, size, "L", Image.Resampling.NEAREST, "mask"))
 
 
+def decode_tile(image_path: Path, mask_path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One tile as the cache holds it: the image uint8 [size,size,3] (RGB, bilinear resize)
+    and its mask uint8 [size,size] in {0,1} (nearest resize, threshold > 127)."""
+    return _decode_image(image_path, size), _decode_mask(mask_path, size)
+
+
 def _decode_into(folder: Path, root: Path, rows: list[tuple[str, Path, Path]], size: int) -> None:
     """Decode every row into ``folder``/images.npy, masks.npy, names.json (written in place)."""
     n = len(rows)
@@ -201,8 +207,7 @@ def _decode_into(folder: Path, root: Path, rows: list[tuple[str, Path, Path]], s
     if n > _PROGRESS_MIN_TILES:
         print(f"forest-seg: decoding {n} tiles of {root} at {size} px (once)", file=sys.stderr)
     for i, (_, image, mask) in enumerate(rows):
-        images[i] = _decode_image(image, size)
-        masks[i] = _decode_mask(mask, size)
+        images[i], masks[i] = decode_tile(image, mask, size)
         if n > _PROGRESS_MIN_TILES and ((i + 1) % step == 0 or i + 1 == n):
             print(f"forest-seg: decoded {i + 1}/{n} tiles", file=sys.stderr)
     images.flush()
@@ -223,7 +228,7 @@ def load_tiles(root: str | Path, size: int) -> TileSet:
     root = find_dataset_root(root)
     if size < 1:
         raise ConfigError(f"image_size must be >= 1 px, got {size}")
-    rows = _read_rows(root)
+    rows = dataset_rows(root)
     key = _cache_key(root, rows, size)
     if key in _TILE_CACHE:
         return _TILE_CACHE[key]

@@ -4,9 +4,12 @@ Label convention: ``0`` non-forest, ``1`` forest, :data:`IGNORE_INDEX` (255) unl
 
 A strategy is a function ``(mask, n_forest, n_points, generator) -> flat indices``
 (``mask`` [H, W] contiguous integer in {0, 1}, ``n_forest`` its number of 1s; int64 indices into
-``mask.view(-1)``, no repeats) registered in ``_STRATEGIES``; adding one there adds it to
-:data:`POINT_STRATEGIES`, which other modules validate against. The spatial strategies
-(``spread``, ``boundary``) need the 2-D shape; the others use the flattened mask.
+``mask.view(-1)``, no repeats). The built-in ones are registered in ``_STRATEGIES``; a new one
+lives in its own module ``forest_seg/points_<name>.py`` that defines ``STRATEGIES = {name:
+function}``: every ``forest_seg.points_*`` module is imported on first use and its
+``STRATEGIES`` join :data:`POINT_STRATEGIES` (built-ins first, then by module name), which
+``TrainConfig`` and the CLIs validate against. The spatial strategies (``spread``,
+``boundary``) need the 2-D shape; the others use the flattened mask.
 
 Sampling is without replacement and exact. For ``balanced``, ``uniform`` and ``forest`` its cost
 grows with ``n_points`` rather than with the tile size (see :func:`_draw`): labelling 5,000 tiles
@@ -22,8 +25,10 @@ which is how a trial holds them); :func:`scatter_points` makes a batch's dense m
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 import operator
+import pkgutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -185,17 +190,36 @@ def _boundary(
     )
 
 
-_Strategy = Callable[[torch.Tensor, int, int, torch.Generator | None], torch.Tensor]
-_STRATEGIES: dict[str, _Strategy] = {
+Strategy = Callable[[torch.Tensor, int, int, torch.Generator | None], torch.Tensor]
+_STRATEGIES: dict[str, Strategy] = {
     "balanced": _balanced,
     "uniform": _uniform,
     "forest": _forest,
     "spread": _spread,
     "boundary": _boundary,
 }
+_REGISTRY: dict[str, Strategy] = {}
 
-POINT_STRATEGIES: tuple[str, ...] = tuple(_STRATEGIES)
-"""Valid ``strategy`` names: ``("balanced", "uniform", "forest", "spread", "boundary")``."""
+
+def strategies() -> dict[str, Strategy]:
+    """Every strategy by name: the built-ins, then the ``STRATEGIES`` of each
+    ``forest_seg.points_*`` module (see the module docstring), found once."""
+    if not _REGISTRY:
+        import forest_seg
+
+        found = dict(_STRATEGIES)
+        for module in sorted(m.name for m in pkgutil.iter_modules(forest_seg.__path__)):
+            if module.startswith("points_"):
+                extra = importlib.import_module(f"forest_seg.{module}")
+                found.update(getattr(extra, "STRATEGIES", {}))
+        _REGISTRY.update(found)
+    return _REGISTRY
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    if name == "POINT_STRATEGIES":  # computed on first use: strategy modules register late
+        return tuple(strategies())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_request(n_points: int, strategy: str) -> int:
@@ -206,8 +230,8 @@ def _check_request(n_points: int, strategy: str) -> int:
         n = -1
     if n < 0:
         raise ConfigError(f"points: expected a non-negative integer, got {n_points!r}")
-    if strategy not in _STRATEGIES:
-        choices = ", ".join(POINT_STRATEGIES)
+    if strategy not in strategies():
+        choices = ", ".join(strategies())
         raise ConfigError(f"point_strategy: unknown value {strategy!r}, expected one of {choices}")
     return n
 
@@ -298,7 +322,7 @@ def sample_points(
     flat = mask.reshape(-1).long()
     labels = torch.full_like(flat, IGNORE_INDEX)
     with _one_thread():
-        idx = _STRATEGIES[strategy](flat.view(mask.shape), int(flat.sum()), n, generator)
+        idx = strategies()[strategy](flat.view(mask.shape), int(flat.sum()), n, generator)
     labels[idx] = flat[idx]
     return labels.view(mask.shape)
 
@@ -422,7 +446,7 @@ def sample_points_sparse(
     tiles = flat.view(masks.shape)
     # one reduction for all tiles; numpy's, as torch's integer row sums are many times slower
     n_forest = flat.numpy().sum(axis=1, dtype=np.int64).tolist()
-    sample = _STRATEGIES[strategy]
+    sample = strategies()[strategy]
     generator = torch.Generator()
     chosen = [torch.empty(0, dtype=torch.int64)]
     with _one_thread():

@@ -1,7 +1,15 @@
-"""One trial's rows in an experiment's ``results.csv`` and ``history.csv``.
+"""The results schema: an experiment's ``results.csv`` and ``history.csv`` columns, defined once,
+and one trial's rows in them.
 
-Shared by the sweep drivers (which write the files while trials finish) and by the analysis
-(which rebuilds them from Ray Tune's own files after a crash), so both apply one rule set:
+Shared by the sweep API (:mod:`forest_seg.sweep`, which writes the files while trials finish)
+and by the analysis (which reads them, or rebuilds them from Ray Tune's own files after a
+crash), so both apply one rule set:
+
+- ``history.csv``: a row per trial per epoch, the :data:`HISTORY_COLUMNS` a trial reported
+  (:func:`history_row`) and its ``baseline_*`` keys;
+- ``results.csv``: a row per trial: ``trial_id``, ``driver`` (the search that ran it:
+  ``grid``, ``optuna``, ``pbt``, or the name a Study gives), the :data:`CONFIG_COLUMNS`, then
+  :data:`RESULT_TAIL` and the ``baseline_*`` and ``best_<metric>`` columns;
 
 - ``status``: ``DIVERGED`` if the last epoch diverged, else ``ERROR`` if the trial failed,
   else ``EARLY_STOPPED`` if it reached fewer epochs than planned, else ``COMPLETED``;
@@ -26,16 +34,24 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .config import TrainConfig
+
 RESULTS_FILE = "results.csv"
 HISTORY_FILE = "history.csv"
 STATUSES = ("COMPLETED", "EARLY_STOPPED", "DIVERGED", "ERROR")
-BASELINE_PREFIX = "baseline_"
+BASELINE_PREFIX = "baseline_"  # the trial's no-training reference scores (forest_seg.baselines)
 BASELINE_COLUMNS = ("baseline_all_forest_miou", "baseline_colour_miou")
+# validation scores of an epoch: the loss and every key of SegmentationMetrics.compute()
+VAL_COLUMNS = ("val_loss", "val_iou", "val_iou_nonforest", "val_miou", "val_dice",
+               "val_precision", "val_recall", "val_accuracy")
 HISTORY_COLUMNS = (
-    "trial_id", "epoch", "train_loss", "val_loss", "val_iou", "val_miou", "val_dice",
-    "val_precision", "val_recall", "val_accuracy", "lr", "epoch_time_s", "images_per_s",
-    "data_time_s", "diverged", *BASELINE_COLUMNS,
+    "trial_id", "epoch", "train_loss", *VAL_COLUMNS, "lr", "epoch_time_s", "images_per_s",
+    "data_time_s", "diverged", "pretrained_loaded", *BASELINE_COLUMNS,
 )
+# config columns: the TrainConfig fields, the planned ``epochs`` written as ``max_epochs``
+CONFIG_COLUMNS = tuple("max_epochs" if name == "epochs" else name
+                       for name in TrainConfig.field_names())
+DRIVER_COLUMN = "driver"
 FINAL_METRICS = ("val_iou", "val_miou", "val_loss")
 BEST_METRICS = ("best_val_iou", "best_val_miou", "best_val_loss")
 # per-epoch keys whose value at the best epoch is recorded as best_<key>
@@ -54,6 +70,22 @@ def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
             value = json.dumps(value, sort_keys=True)
         columns["max_epochs" if key == "epochs" else key] = value
     return columns
+
+
+def history_row(trial_id: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The history.csv row of one reported epoch: its :data:`HISTORY_COLUMNS` and
+    ``baseline_*`` keys (Ray's own bookkeeping keys dropped)."""
+    row: dict[str, Any] = {"trial_id": str(trial_id)}
+    row.update({k: v for k, v in metrics.items()
+                if k in HISTORY_COLUMNS or k.startswith(BASELINE_PREFIX)})
+    return row
+
+
+def history_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The columns of history rows in schema order, unknown ones sorted after them."""
+    present = {key for row in rows for key in row}
+    known = [c for c in HISTORY_COLUMNS if c in present]
+    return known + sorted(present - set(known))
 
 
 def trial_status(rows: Sequence[Mapping[str, Any]], max_epochs: Any, errored: bool) -> str:
@@ -112,18 +144,23 @@ def trial_summary(
     rows: Sequence[Mapping[str, Any]],
     errored: bool = False,
     train_time_s: float | None = None,
+    driver: str | None = None,
 ) -> dict[str, Any]:
     """The results.csv row of one trial from its config and its per-epoch metric rows.
 
-    Columns: ``trial_id``, the config columns, ``status``, the final ``val_iou``, ``val_miou``,
-    ``val_loss``, ``best_epoch`` and the ``best_*`` metrics of that epoch, ``epochs`` (reached),
+    Columns: ``trial_id``, ``driver`` (when given), the config columns, ``status``, the final
+    ``val_iou``, ``val_miou``, ``val_loss``, ``best_epoch`` and the ``best_*`` metrics of that
+    epoch, ``epochs`` (reached),
     ``train_time_s`` (default: the sum of the rows' ``epoch_time_s``), then the ``baseline_*``
     values (see the module docstring). ``rows`` should hold one row per epoch
     (:func:`unique_epochs`).
     """
     columns = config_columns(config)
     last = rows[-1] if rows else {}
-    summary: dict[str, Any] = {"trial_id": str(trial_id), **columns}
+    summary: dict[str, Any] = {"trial_id": str(trial_id)}
+    if driver is not None:
+        summary[DRIVER_COLUMN] = driver
+    summary.update(columns)
     summary["status"] = trial_status(rows, columns.get("max_epochs"), errored)
     for key in FINAL_METRICS:
         summary[key] = _number(last.get(key))

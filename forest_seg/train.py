@@ -21,9 +21,9 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -37,13 +37,19 @@ from .losses import partial_focal_ce
 from .metrics import SegmentationMetrics
 from .model import build_model
 from .points import IGNORE_INDEX
+from .results import VAL_COLUMNS
 from .schedules import lr_for_epoch
 
 Metrics = dict[str, Any]
-VAL_KEYS = ("val_loss", "val_iou", "val_iou_nonforest", "val_miou", "val_dice", "val_precision",
-            "val_recall", "val_accuracy")
-Report = Callable[[Metrics], None]
-CheckpointSink = Callable[[Metrics, dict[str, Any]], None]
+VAL_KEYS = VAL_COLUMNS  # the validation scores of an epoch (forest_seg.results)
+
+
+class Report(Protocol):
+    """``fit``'s one callback: called once per epoch with the epoch's metrics and, on
+    checkpoint epochs, the state to save (see :func:`training_state`)."""
+
+    def __call__(self, metrics: Metrics, checkpoint_state: dict[str, Any] | None = None) -> None:
+        ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -105,6 +111,21 @@ class LabelledLoss:
         return total / count if count else math.nan
 
 
+def train_step(cfg: TrainConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               batch, device: torch.device) -> torch.Tensor:
+    """One optimisation step on ``batch`` (``image`` [B,3,H,W], ``labels`` [B,H,W]); returns
+    the loss, a 0-dim tensor on the device. Nothing is read back to the host: a non-finite
+    loss still steps (its NaN reaches the weights), and the caller reports the divergence at
+    the epoch's end (:class:`LabelledLoss`)."""
+    with _autocast(cfg, device):
+        logits = model(batch.image)
+    loss = partial_focal_ce(logits, batch.labels, gamma=cfg.gamma, alpha=cfg.alpha)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def train_epoch(cfg, model, optimizer, train: SplitData, device, order) -> dict[str, float]:
     """One pass over the training tiles, with no host-device synchronisation inside it.
 
@@ -122,13 +143,7 @@ def train_epoch(cfg, model, optimizer, train: SplitData, device, order) -> dict[
     for batch in train.batches(cfg.batch_size, device, order, cfg.num_workers, channels_last,
                                drop_single=True):
         data_time += time.perf_counter() - wait_start
-        with _autocast(cfg, device):
-            logits = model(batch.image)
-        batch_loss = partial_focal_ce(logits, batch.labels, gamma=cfg.gamma, alpha=cfg.alpha)
-        optimizer.zero_grad(set_to_none=True)
-        batch_loss.backward()
-        optimizer.step()
-        loss.add(batch_loss, batch.labels)
+        loss.add(train_step(cfg, model, optimizer, batch, device), batch.labels)
         images += len(batch.image)
         wait_start = time.perf_counter()
     total, labelled = loss.read()
@@ -211,14 +226,14 @@ def fit(
     report: Report | None = None,
     *,
     resume_state: dict[str, Any] | None = None,
-    on_checkpoint: CheckpointSink | None = None,
 ) -> Metrics:
     """Train one configuration and return the last epoch's metrics.
 
-    ``report(metrics)`` is called once per epoch. Each epoch's lr comes from
-    ``cfg.lr_schedule`` (forest_seg.schedules) and is reported as ``lr``. When
-    ``on_checkpoint`` is given it is called instead of ``report`` on checkpoint epochs (every
-    ``checkpoint_every``, the last one, and a diverged one) as ``on_checkpoint(metrics, state)``.
+    ``report(metrics, checkpoint_state=None)`` is called once per epoch; on checkpoint epochs
+    (every ``checkpoint_every``, the last one, and a diverged one) ``checkpoint_state`` holds
+    everything needed to resume after that epoch (:func:`training_state`; save it with
+    :func:`forest_seg.checkpoint.save_checkpoint`). Each epoch's lr comes from
+    ``cfg.lr_schedule`` (forest_seg.schedules) and is reported as ``lr``.
     ``resume_state`` (a loaded checkpoint) continues a stopped run: the history then equals
     that of a run never stopped (CPU). A non-finite loss ends the run with ``diverged=True``;
     no exception escapes.
@@ -242,8 +257,9 @@ def fit(
         metrics = run_epoch(cfg, model, optimizer, data, device, epoch, baselines)
         history.append(metrics)
         due = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or metrics["diverged"]
-        if on_checkpoint is not None and due:
-            on_checkpoint(metrics, training_state(cfg, model, optimizer, epoch, history))
+        if report is not None and due:
+            report(metrics, checkpoint_state=training_state(cfg, model, optimizer, epoch,
+                                                            history))
         elif report is not None:
             report(metrics)
         if metrics["diverged"]:
@@ -280,12 +296,9 @@ def run_epoch(cfg, model, optimizer, data: TrialData, device, epoch: int,
 
 
 def trainable(config: dict[str, Any]) -> None:
-    """Ray Tune function trainable: ``fit`` with per-epoch ``tune.report`` and checkpoints.
-
-    Resumes from the newest of the checkpoint Ray Tune hands it (after a failure, a resumed
-    sweep or a PBT exploit) and the trial's own newest checkpoint in its storage folder, and
-    uses as many torch threads as CPUs the trial was given.
-    """
+    """Ray Tune function trainable: ``fit`` reporting each epoch with ``tune.report`` (and a
+    ``tune.Checkpoint`` on checkpoint epochs), resumed from :func:`resume_state`, with as many
+    torch threads as CPUs the trial was given."""
     import ray
     from ray import tune
 
@@ -294,28 +307,32 @@ def trainable(config: dict[str, Any]) -> None:
         assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         cfg = cfg.replace(threads=max(1, int(assigned)))
 
-    def report_with_checkpoint(metrics: Metrics, state: dict[str, Any]) -> None:
+    def report(metrics: Metrics, checkpoint_state: dict[str, Any] | None = None) -> None:
+        if checkpoint_state is None:
+            tune.report(metrics)
+            return
         with tempfile.TemporaryDirectory() as folder:
-            save_checkpoint(Path(folder) / CHECKPOINT_FILE, state)
+            save_checkpoint(Path(folder) / CHECKPOINT_FILE, checkpoint_state)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    fit(cfg, tune.report, resume_state=_resume_state(tune.get_checkpoint()),
-        on_checkpoint=report_with_checkpoint)
+    fit(cfg, report, resume_state=resume_state(tune.get_checkpoint()))
 
 
-def _resume_state(handed) -> dict[str, Any] | None:
-    """The state to resume a Tune trial from, or None to start afresh.
+def resume_state(handed) -> dict[str, Any] | None:
+    """The state a Tune trial resumes from, or None to start afresh: the checkpoint Ray hands
+    over (``tune.get_checkpoint()``), unless the trial's own storage folder holds a newer one.
 
     Ray hands over the checkpoint recorded in its experiment snapshot, which is taken about
     once a second: after a killed driver it can lag behind the trial's newest checkpoint (or
-    be missing). So the trial's own folder is read too and the newer state wins. A checkpoint
-    from another trial's folder (a PBT exploit) is taken as handed.
+    be missing), and a trial that had finished would train again. So the trial's own folder
+    (:func:`trial_storage`) is read too and the newer state wins. A checkpoint from another
+    trial's folder (a PBT exploit) is taken as handed.
     """
     state = None
     if handed is not None:
         with handed.as_directory() as folder:
             state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
-    own_folder = _trial_storage()
+    own_folder = trial_storage()
     if own_folder is None or (handed is not None and not handed.path.startswith(own_folder[1])):
         return state
     for candidate in _checkpoints_in(*own_folder):
@@ -324,15 +341,25 @@ def _resume_state(handed) -> dict[str, Any] | None:
     return state
 
 
-def _trial_storage():
-    """(pyarrow filesystem, folder) of the current Tune trial's storage, or None."""
-    try:  # Ray's storage context is internal; without it Ray's own checkpoint is used
-        from ray.train._internal.session import get_session
+def trial_storage():
+    """(pyarrow filesystem, folder) of the running Tune trial's storage, or None outside one.
 
-        storage = get_session().storage
-        return storage.storage_filesystem, storage.trial_fs_path
-    except Exception:
-        return None
+    The one Ray workaround of this package: Ray's public API names no trial storage folder
+    (``tune.get_context().get_trial_dir()`` is a local working copy), so this reads
+    ``tune.get_context().get_storage()``, a Ray DeveloperAPI that may change between minor
+    versions. ``tests/test_train.py::test_trial_storage_is_the_trials_own_folder`` fails if
+    it stops naming the folder that holds the trial's checkpoints; until then, without it
+    :func:`resume_state` would fall back to Ray's (possibly older) checkpoint.
+    """
+    from ray import tune
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Ray warns when asked outside a trial
+        try:
+            storage = tune.get_context().get_storage()
+            return storage.storage_filesystem, storage.trial_fs_path
+        except Exception:  # not inside a Tune trial (None), or Ray changed the developer API
+            return None
 
 
 def _checkpoints_in(filesystem, folder: str) -> list[dict[str, Any]]:
@@ -378,26 +405,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="continue from --out/checkpoint.pt (same config)")
     args = parser.parse_args(argv)
     checkpoint_path = args.out / CHECKPOINT_FILE
-    resume_state = load_checkpoint(checkpoint_path) if args.resume else None
-    base = resume_state["config"] if resume_state else {}
+    saved = load_checkpoint(checkpoint_path) if args.resume else None
+    base = saved["config"] if saved else {}
     cfg = TrainConfig.from_dict(config_from_args(args, defaults=base))
     print("config: " + json.dumps(cfg.to_dict()), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    history = list(resume_state["history"]) if resume_state else []
+    history = list(saved["history"]) if saved else []
 
-    def report(metrics: Metrics) -> None:
+    def report(metrics: Metrics, checkpoint_state: dict[str, Any] | None = None) -> None:
         import pandas as pd
 
+        if checkpoint_state is not None:
+            save_checkpoint(checkpoint_path, checkpoint_state)
         history.append(metrics)
         pd.DataFrame(history).to_csv(args.out / "metrics.csv", index=False)
         print(format_progress(metrics, cfg.epochs), flush=True)
 
-    def report_and_save(metrics: Metrics, state: dict[str, Any]) -> None:
-        save_checkpoint(checkpoint_path, state)
-        report(metrics)
-
-    final = fit(cfg, report, resume_state=resume_state, on_checkpoint=report_and_save)
+    final = fit(cfg, report, resume_state=saved)
     print(f"final val_miou {final['val_miou']:.4f} (val_iou {final['val_iou']:.4f}); "
           f"wrote {args.out / 'metrics.csv'} and {checkpoint_path}")
     return 0

@@ -26,9 +26,10 @@ Sections that appear when the data calls for them:
 - baselines (all-forest prediction, colour lookup table, the network's gain over it) when the
   trials carry ``baseline_*`` columns; a warning when trials used ``split=random``;
 - methods at an equal trial-epoch budget, when the trials hold several methods: a method is
-  the experiment's kind, read from its directory name (``grid-*``, ``pbt-*``, ``optuna-*``;
-  other names are ``run``), split by ``lr_schedule`` when a kind uses several. Each method's
-  trials are replayed in trial_id (launch) order up to the smallest method's trial-epochs;
+  the driver that ran the trials (results.csv's ``driver`` column: ``grid``, ``pbt``,
+  ``optuna``, or the name a Study gave), split by ``lr_schedule`` when a driver uses several.
+  Each method's trials are replayed in trial_id (launch) order up to the smallest method's
+  trial-epochs;
   see ``forest_seg.analysis.methods`` for the approximation this makes;
 - ``lr_paths.png`` (lr per epoch and trial) when some trial's lr changed (PBT, schedules).
 """

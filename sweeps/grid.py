@@ -21,12 +21,19 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from common import MULTI_VALUED, build_parser, multi_values, run_sweep
 from forest_seg.cli import run_cli
 from forest_seg.errors import ConfigError
+from forest_seg.sweep import Study, closing_text, connect, run
+from forest_seg.sweep.flags import (
+    MULTI_VALUED,
+    base_config,
+    build_parser,
+    launch_from_args,
+    multi_values,
+    scheduler_from_args,
+)
 
-REPORT_POINTS = [10, 50, 100, 200]
-REPORT_LRS = [1e-3, 1e-4, 1e-5]
+REPORT = {"points": [10, 50, 100, 200], "lrs": [1e-3, 1e-4, 1e-5], "base_lr": 1e-4, "seeds": 3}
 SMOKE = {"points": [10, 50], "lrs": [1e-3], "base_lr": 1e-3, "seeds": 1}
 
 
@@ -64,28 +71,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser("python sweeps/grid.py", "The report's study as a Ray Tune grid.")
     grid = parser.add_argument_group("grid")
     grid.add_argument("--points", type=int, nargs="+", default=None,
-                      help=f"points per image (default {REPORT_POINTS})")
+                      help=f"points per image (default {REPORT['points']})")
     grid.add_argument("--lrs", type=float, nargs="+", default=None,
-                      help=f"learning rates (default {REPORT_LRS})")
+                      help=f"learning rates (default {REPORT['lrs']})")
     grid.add_argument("--strategies", nargs="+", default=["balanced"],
-                      help="point strategies (balanced, uniform, forest)")
+                      help="point strategies (forest_seg.points.POINT_STRATEGIES)")
     grid.add_argument("--seeds", type=int, default=None, help="seeds per configuration (3)")
     grid.add_argument("--base-points", type=int, default=50, help="points of the lr series")
     grid.add_argument("--base-lr", type=float, default=None, help="lr of the points series")
     grid.add_argument("--cross", action="store_true", help="the full points x lr product")
     grid.add_argument("--no-dense", action="store_true", help="skip the dense reference")
     args = parser.parse_args(argv)
-    defaults = SMOKE if args.smoke_test else {"points": REPORT_POINTS, "lrs": REPORT_LRS,
-                                               "base_lr": 1e-4, "seeds": 3}
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    defaults = SMOKE if args.smoke_test else REPORT
+    pick = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
     alternatives = {name: multi_values(args, name)[1:] for name in MULTI_VALUED}
-    trials = study_configs(args.points, args.lrs, args.strategies, args.seeds,
+    trials = study_configs(pick["points"], pick["lrs"], args.strategies, pick["seeds"],
                            dense=not args.no_dense, cross=args.cross,
-                           base_points=args.base_points, base_lr=args.base_lr,
+                           base_points=args.base_points, base_lr=pick["base_lr"],
                            alternatives={k: v for k, v in alternatives.items() if v})
-    run_sweep(args, "grid", points=trials)
+    launch = launch_from_args(args)
+    with connect(launch.address) as nodes:
+        study = Study(base=base_config(args, nodes, "grid", several=True), trials=trials,
+                      scheduler=scheduler_from_args(args), driver="grid")
+        print(closing_text(run(study, launch)))
     return 0
 
 

@@ -13,10 +13,12 @@ results.csv / history.csv.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
-from common import METRIC, MODE, build_parser, default_name, run_sweep
 from forest_seg.cli import run_cli
 from forest_seg.errors import ConfigError
+from forest_seg.sweep import METRIC, MODE, Study, closing_text, connect, default_name, run
+from forest_seg.sweep.flags import base_config, build_parser, launch_from_args, scheduler_from_args
 
 POINTS_RANGE = (5, 400)
 LR_RANGE = (1e-6, 1e-2)
@@ -57,18 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--study-storage", default=None,
                         help="Optuna storage URL (e.g. sqlite:///runs/optuna.db)")
     args = parser.parse_args(argv)
-    if args.num_trials is None:
-        args.num_trials = 3 if args.smoke_test else 20
-    if args.num_trials < 1:
-        raise ConfigError(f"invalid --num-trials {args.num_trials}: expected an integer >= 1")
-    if args.max_concurrent is None:
-        args.max_concurrent = 2  # TPE learns from finished trials; keep some sequential
+    trials = args.num_trials if args.num_trials is not None else (3 if args.smoke_test else 20)
+    if trials < 1:
+        raise ConfigError(f"invalid --num-trials {trials}: expected an integer >= 1")
+    # TPE learns from finished trials: by default two run at once, the rest wait for them
+    launch = launch_from_args(args, max_concurrent=2)
     searcher = None
     if not args.resume:  # a resumed run restores its searcher with the experiment
-        args.name = args.name or default_name("optuna")
-        searcher = make_searcher(args.sampler_seed, args.study_storage, args.name)
-    space = {**search_space(), "point_strategy": args.point_strategy, "seed": args.seed}
-    run_sweep(args, "optuna", space=space, search_alg=searcher, num_samples=args.num_trials)
+        launch = replace(launch, name=launch.name or default_name("optuna"))
+        searcher = make_searcher(args.sampler_seed, args.study_storage, launch.name)
+    with connect(launch.address) as nodes:
+        base = base_config(args, nodes, "optuna").replace(point_strategy=args.point_strategy,
+                                                          seed=args.seed)
+        study = Study(base=base, space=search_space(), search=searcher, samples=trials,
+                      scheduler=scheduler_from_args(args), driver="optuna")
+        print(closing_text(run(study, launch)))
     return 0
 
 

@@ -13,12 +13,12 @@ trial's final lr.
 
 from __future__ import annotations
 
-import random
 import sys
 
-from common import build_parser, run_sweep
 from forest_seg.cli import run_cli
 from forest_seg.errors import ConfigError
+from forest_seg.sweep import Study, closing_text, connect, run
+from forest_seg.sweep.flags import base_config, build_parser, launch_from_args
 
 LR_RANGE = (1e-5, 1e-2)
 GAMMAS = [0.0, 1.0, 2.0, 3.0]
@@ -64,19 +64,24 @@ def main(argv: list[str] | None = None) -> int:
     if population < 2 or interval < 1:
         raise ConfigError(f"invalid --population {population} / --perturbation-interval "
                           f"{interval}: expected >= 2 trials and >= 1 epoch")
-    # A member copies another's checkpoint some time after it was written, so every
-    # checkpoint is kept (not just the newest two); checkpointing only at perturbation
-    # epochs keeps that affordable.
-    args.checkpoint_every = args.checkpoint_every or interval
-    random.seed(args.pbt_seed)  # PBT draws its exploit/explore choices from `random`
-    space = {"lr": tune.loguniform(*LR_RANGE), "points": args.points,
-             "point_strategy": args.point_strategy, "seed": args.seed}
-    if args.mutate_gamma:
-        space["gamma"] = tune.choice(GAMMAS)
-    run_sweep(args, "pbt", space=space, num_samples=population,
-              search_alg=BasicVariantGenerator(random_state=args.pbt_seed),
-              scheduler=None if args.resume else make_pbt(interval, args.mutate_gamma),
-              keep_checkpoints=None)
+    launch = launch_from_args(args)
+    with connect(launch.address) as nodes:
+        base = base_config(args, nodes, "pbt").replace(points=args.points,
+                                                       point_strategy=args.point_strategy,
+                                                       seed=args.seed)
+        # A member copies another's checkpoint some time after it was written, so every
+        # checkpoint is kept (not just the newest two); checkpointing only at perturbation
+        # epochs keeps that affordable.
+        if args.checkpoint_every is None:
+            base = base.replace(checkpoint_every=interval)
+        space = {"lr": tune.loguniform(*LR_RANGE)}
+        if args.mutate_gamma:
+            space["gamma"] = tune.choice(GAMMAS)
+        study = Study(base=base, space=space, samples=population,
+                      search=BasicVariantGenerator(random_state=args.pbt_seed),
+                      scheduler=make_pbt(interval, args.mutate_gamma), keep_checkpoints=None,
+                      driver="pbt", random_seed=args.pbt_seed)
+        print(closing_text(run(study, launch)))
     return 0
 
 

@@ -1,5 +1,7 @@
-"""Shared fixtures: the tests never touch the user's ~/.cache, and find the real sample."""
+"""Shared fixtures: the tests never touch the user's ~/.cache, find the real sample, and load
+the sweep drivers (scripts, not modules of a package) by their path."""
 
+import importlib.util
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -8,9 +10,8 @@ import pytest
 
 from forest_seg.cache import CACHE_ENV
 
-REAL_SAMPLE = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "forest-aerial-sample"
-)
+ROOT = Path(__file__).resolve().parents[1]
+REAL_SAMPLE = ROOT.parent / "shared" / "data" / "forest-aerial-sample"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -129,3 +130,16 @@ class HostReads:
 def host_reads(monkeypatch) -> HostReads:
     """A :class:`HostReads` counter installed for the test (idle until ``watching()``)."""
     return HostReads(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def sweep_driver():
+    """``sweep_driver("grid")``: the module of ``sweeps/grid.py``, loaded from its file."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"sweeps_{name}",
+                                                      ROOT / "sweeps" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

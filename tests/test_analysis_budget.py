@@ -14,6 +14,7 @@ from forest_seg.analysis import (
     analyze,
     budget_replay,
     compare_methods,
+    drop_duplicate_trials,
     experiment_kind,
     load_experiments,
     method_labels,
@@ -153,7 +154,21 @@ def test_report_has_strategy_section_only_when_strategies_vary(tmp_path):
 
 
 # --------------------------------------------------------------------------- methods
+def test_the_driver_column_names_the_method_whatever_the_folder_is_called():
+    grid, _ = frames(grid_rows(), "my-own-name")
+    pbt, _ = frames(pbt_rows(), "another")
+    trials = pd.concat([grid.assign(driver="grid"), pbt.assign(driver="pbt")],
+                       ignore_index=True)
+    assert set(method_labels(trials)) == {"grid", "pbt"}
+    same = pbt.assign(lr=1e-3)  # PBT trials (by driver) never repeat; grid trials would
+    assert drop_duplicate_trials(same.assign(driver="pbt"))[1] == 0
+    assert drop_duplicate_trials(same.assign(driver="grid"))[1] == len(same) - 1 > 0
+    legacy = pd.concat([grid.assign(driver=None), pbt], ignore_index=True)
+    assert set(method_labels(legacy)) == {"run"}  # no driver: the legacy name reading
+
+
 def test_experiment_kind_from_the_name_prefix():
+    """The legacy reading for results.csv files written before the driver column."""
     kinds = {n: experiment_kind(n) for n in ("grid-20240101-120000", "pbt_y", "grid#2",
                                              "optuna-1", "PBT-A", "gridlock", "mystudy")}
     assert kinds == {"grid-20240101-120000": "grid", "pbt_y": "pbt", "grid#2": "grid",

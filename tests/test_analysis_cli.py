@@ -87,11 +87,10 @@ def test_default_out_and_metric(analyze_cli, tmp_path, capsys):
 
 
 def test_quickstart_configuration_table_says_seeds_and_epochs(tmp_path):
-    spec = importlib.util.spec_from_file_location("sweeps_common", SCRIPT.parent / "common.py")
-    common = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(common)
+    from forest_seg.sweep.tables import configuration_table
+
     exp = make_grid(tmp_path / "grid", stop_low_lr=True)
-    lines = common.configuration_table(str(exp)).splitlines()
+    lines = configuration_table(str(exp)).splitlines()
     assert len(lines) == 6
     # best first: points=0 at lr 1e-4, final val mIoU 0.79, 0.80 -> 0.795, sd 0.0070711,
     # half-width 12.7062047 * 0.0070711 / sqrt(2) = 0.0635310; at epoch 1 (best - 0.1):

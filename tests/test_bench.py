@@ -1,4 +1,4 @@
-"""forest_seg.bench: the pure parts (table, last line, /proc parsing, history arithmetic),
+"""bench (python -m bench): the pure parts (table, last line, /proc parsing, history arithmetic),
 the bench's own loops on tiny data, its CLI errors, and one end-to-end run (slow)."""
 
 import math
@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-from forest_seg.bench.__main__ import build_parser, main, settings_from_args
-from forest_seg.bench.cache_speed import cache_speedup
-from forest_seg.bench.gpu import STUDY_EPOCHS, STUDY_RUNS, STUDY_TRAIN, STUDY_VAL, study_minutes
-from forest_seg.bench.memory import memory_summary
-from forest_seg.bench.proctree import (
+from bench.__main__ import build_parser, main, settings_from_args
+from bench.cache_speed import cache_speedup
+from bench.gpu import STUDY_EPOCHS, STUDY_RUNS, STUDY_TRAIN, STUDY_VAL, study_minutes
+from bench.memory import memory_summary
+from bench.proctree import (
     TRIAL_ROLE,
     cpu_window,
     descendants,
@@ -23,7 +23,7 @@ from forest_seg.bench.proctree import (
     parse_stat,
     role,
 )
-from forest_seg.bench.report import (
+from bench.report import (
     Row,
     data_wait_share,
     format_table,
@@ -38,9 +38,8 @@ from forest_seg.bench.report import (
     steady_images_per_s,
     wait_for_quiet,
 )
-from forest_seg.bench.throughput import BareRun, ThroughputSettings
+from bench.throughput import BareRun, ThroughputSettings
 from forest_seg.cli import run_cli
-from forest_seg.errors import ForestSegError
 from forest_seg.synthetic import make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,7 +211,7 @@ def test_roles_of_a_ray_process_tree():
 
 
 def test_descendants_and_cpu_window():
-    from forest_seg.bench.proctree import ProcStat
+    from bench.proctree import ProcStat
 
     stats = {pid: ProcStat(pid, ppid, "p", 0.0, 0)
              for pid, ppid in [(10, 1), (11, 10), (12, 11), (13, 1)]}
@@ -241,8 +240,8 @@ def parse(*argv):
 
 
 def test_quick_and_full_presets_set_the_same_sizes():
-    from forest_seg.bench.__main__ import FULL, QUICK
-    from forest_seg.bench.sections import BenchSettings
+    from bench.__main__ import FULL, QUICK
+    from bench.sections import BenchSettings
 
     assert set(QUICK) == set(FULL)
     assert set(QUICK) <= set(BenchSettings.__dataclass_fields__)
@@ -274,31 +273,27 @@ def test_bad_flags_end_with_one_clear_line(argv, culprit, capsys):
 
 def test_tune_and_bare_runs_share_one_config():
     """The flags given to sweeps/grid.py build the same trial config as the bare loop's."""
-    sys.path.insert(0, str(ROOT / "sweeps"))
-    from common import build_parser as driver_parser
-    from common import fixed_config
+    from forest_seg.sweep.flags import base_config, build_parser, launch_from_args
 
     ts = ThroughputSettings(data="/no/such/dataset", image_size=48, max_tiles=40, batch_size=8,
                             encoder_stages=1, epochs=3, cpus=2)
-    args, rest = driver_parser("grid", "").parse_known_args(ts.grid_flags())
+    args, rest = build_parser("grid", "").parse_known_args(ts.grid_flags())
     assert "--points" in rest and "--lrs" in rest  # grid.py's own flags
-    with pytest.raises(ForestSegError, match="/no/such/dataset"):  # --data is passed on
-        fixed_config(args, "cpu")
-    args.data = None
-    fixed = fixed_config(args, "cpu")
+    fixed = base_config(args, [{"CPU": 2.0, "GPU": 0.0}], "grid", several=True).to_dict()
     bare = ts.config().to_dict()
-    for name in ("image_size", "max_tiles", "batch_size", "encoder_stages", "epochs",
+    for name in ("data", "image_size", "max_tiles", "batch_size", "encoder_stages", "epochs",
                  "pretrained", "device", "head", "gamma", "num_workers"):
         assert fixed[name] == bare[name], name
-    assert args.cpus_per_trial == bare["threads"] == 2
-    assert args.scheduler == "fifo" and args.max_concurrent == 1
+    launch = launch_from_args(args)
+    assert launch.cpus_per_trial == bare["threads"] == 2
+    assert args.scheduler == "fifo" and launch.max_concurrent == 1
 
 
 @pytest.mark.slow
 def test_the_bench_never_imports_ray():
-    code = ("import sys, forest_seg.bench.__main__, forest_seg.bench.sections, "
-            "forest_seg.bench.throughput, forest_seg.bench.memory, forest_seg.bench.gpu, "
-            "forest_seg.bench.sweep_efficiency, forest_seg.bench.cache_speed; "
+    code = ("import sys, bench.__main__, bench.sections, "
+            "bench.throughput, bench.memory, bench.gpu, "
+            "bench.sweep_efficiency, bench.cache_speed; "
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
@@ -336,7 +331,7 @@ def test_bare_loop_trains_on_the_data_path_and_pre_gathered(tiny_data):
 
 
 def test_gpu_precision_code_path_runs_on_cpu(tiny_data):
-    from forest_seg.bench.gpu import precision_throughput
+    from bench.gpu import precision_throughput
     from forest_seg.config import TrainConfig
 
     cfg = TrainConfig(data=str(tiny_data), image_size=32, batch_size=4, encoder_stages=1,
@@ -347,7 +342,7 @@ def test_gpu_precision_code_path_runs_on_cpu(tiny_data):
 
 @pytest.mark.slow
 def test_gpu_packing_code_path_runs_on_cpu(tiny_data):
-    from forest_seg.bench.gpu import packed_throughput
+    from bench.gpu import packed_throughput
     from forest_seg.config import TrainConfig
 
     cfg = TrainConfig(data=str(tiny_data), image_size=32, batch_size=4, encoder_stages=1,
@@ -357,7 +352,7 @@ def test_gpu_packing_code_path_runs_on_cpu(tiny_data):
 
 @pytest.mark.slow
 def test_concurrent_trials_hold_the_dataset_once(tiny_data):
-    from forest_seg.bench.memory import concurrent_memory, ensure_decoded
+    from bench.memory import concurrent_memory, ensure_decoded
 
     ensure_decoded(tiny_data, 48)
     two = memory_summary(concurrent_memory(tiny_data, 48, 2, points=5))
@@ -371,7 +366,7 @@ def test_concurrent_trials_hold_the_dataset_once(tiny_data):
 def test_bench_quick_end_to_end(tiny_data, tmp_path):
     """The CLI through a real Ray Tune trial (other parts skipped): table and last line."""
     done = subprocess.run(
-        [sys.executable, "-m", "forest_seg.bench", "--quick", "--data", str(tiny_data),
+        [sys.executable, "-m", "bench", "--quick", "--data", str(tiny_data),
          "--image-size", "32", "--max-tiles", "12", "--batch-size", "4", "--encoder-stages",
          "1", "--epochs", "2", "--cpus", "1", "--skip", "memory", "sweep", "gpu",
          "--quiet-wait", "0", "--work-dir", str(tmp_path / "work")],

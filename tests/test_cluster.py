@@ -2,16 +2,12 @@
 sweep whose worker node is removed mid-run still completes every trial from checkpoints."""
 
 import json
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "sweeps"))
 
 
 def _wait_for_two_running_trials(history: Path, deadline: float) -> bool:
@@ -25,8 +21,7 @@ def _wait_for_two_running_trials(history: Path, deadline: float) -> bool:
 
 
 @pytest.mark.slow
-def test_sweep_survives_losing_a_worker_node(tmp_path):
-    import grid
+def test_sweep_survives_losing_a_worker_node(tmp_path, sweep_driver):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -44,7 +39,7 @@ def test_sweep_survives_losing_a_worker_node(tmp_path):
     killer = threading.Thread(target=remove_worker_mid_sweep, daemon=True)
     killer.start()
     try:
-        status = grid.main([
+        status = sweep_driver("grid").main([
             "--address", cluster.address, "--smoke-test", "--epochs", "6", "--image-size", "48",
             "--encoder-stages", "2", "--max-tiles", "64", "--points", "10", "50", "--no-dense",
             "--seeds", "1", "--scheduler", "fifo", "--cpus-per-trial", "1",

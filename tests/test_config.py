@@ -68,12 +68,30 @@ def test_every_field_is_a_dashed_flag():
         assert "--" + name.replace("_", "-") in flags
 
 
-def test_choice_lists_match_the_modules_that_implement_them():
-    from forest_seg import config, model, points, schedules
+def test_choice_lists_come_from_the_modules_that_implement_them():
+    from forest_seg import model, points, schedules
 
-    assert config.POINT_STRATEGIES == points.POINT_STRATEGIES
-    assert config.HEADS == model.HEADS
-    assert config.LR_SCHEDULES == schedules.LR_SCHEDULES
+    assert TrainConfig.choices("point_strategy") == points.POINT_STRATEGIES
+    assert TrainConfig.choices("head") == model.HEADS
+    assert TrainConfig.choices("lr_schedule") == schedules.LR_SCHEDULES
+    assert TrainConfig.choices("split") == ("random", "scene")
+    assert TrainConfig.choices("lr") is None
+
+
+def test_field_metadata_names_the_swept_and_execution_only_fields():
+    assert TrainConfig.swept_fields() == ("points", "point_strategy", "lr", "seed")
+    assert TrainConfig.execution_fields() == ("device", "num_workers", "threads",
+                                              "checkpoint_every")
+
+
+def test_importing_the_config_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, forest_seg.config; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
 
 
 @pytest.mark.parametrize("seed", [-1, 2**32, "-3", 1e10])

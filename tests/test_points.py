@@ -45,7 +45,7 @@ MASK_20 = (torch.arange(64) < 20).long().reshape(8, 8)
 
 
 def test_strategy_names_and_ignore_index():
-    assert POINT_STRATEGIES == ("balanced", "uniform", "forest", "spread", "boundary")
+    assert POINT_STRATEGIES[:5] == ("balanced", "uniform", "forest", "spread", "boundary")
     assert IGNORE_INDEX == 255
     assert (BOUNDARY_SHARE, BOUNDARY_WIDTH) == (0.5, 3)
 
@@ -557,3 +557,28 @@ def test_fifty_points_take_258_bytes_per_tile_not_a_dense_map():
     # per point an int32 pixel and a uint8 value, per tile an int64 offset, plus one offset
     assert sparse.nbytes == 10 * (50 * (4 + 1) + 8) + 8
     assert sparse.nbytes / 10 < 1024  # the dense uint8 map of a 64 px tile: 4096 bytes
+
+
+def test_a_points_module_adds_its_strategies(monkeypatch):
+    """A ``forest_seg/points_<name>.py`` module with ``STRATEGIES`` is a new strategy: the
+    sampler, TrainConfig and the CLIs accept it without any other file changing."""
+    import pkgutil
+    import sys
+    import types
+
+    from forest_seg import points
+    from forest_seg.config import TrainConfig
+
+    def corner(mask, n_forest, n_points, generator):  # the first n pixels in raster order
+        return torch.arange(min(n_points, mask.numel()))
+
+    module = types.ModuleType("forest_seg.points_corner")
+    module.STRATEGIES = {"corner": corner}
+    monkeypatch.setitem(sys.modules, "forest_seg.points_corner", module)
+    monkeypatch.setattr(points, "_REGISTRY", {})
+    monkeypatch.setattr(points.pkgutil, "iter_modules",
+                        lambda path: [pkgutil.ModuleInfo(None, "points_corner", False)])
+    assert points.POINT_STRATEGIES[-1] == "corner"
+    labels = sample_points(HALF_MASK, 3, "corner")
+    assert labels.view(-1)[:3].tolist() == [1, 1, 0] and int(labelled(labels).sum()) == 3
+    assert TrainConfig(point_strategy="corner").point_strategy == "corner"

@@ -23,7 +23,7 @@ def checkpoint(tmp_path_factory):
     target = folder / "checkpoint.pt"
     fit({"data": str(data), "image_size": 32, "batch_size": 4, "epochs": 1, "pretrained": "none",
          "encoder_stages": 1, "device": "cpu", "threads": 1},
-        on_checkpoint=lambda metrics, state: save_checkpoint(target, state))
+        lambda metrics, checkpoint_state=None: save_checkpoint(target, checkpoint_state))
     return target
 
 

@@ -66,3 +66,17 @@ def test_unique_epochs_keeps_the_last_report_of_each_epoch():
     assert [r["val_miou"] for r in kept] == [0.1, 0.25, 0.35]
     assert [r["val_miou"] for r in unique_epochs([{"val_miou": 0.4}, {"val_miou": 0.5}])] == [
         0.4, 0.5]  # no epoch key: numbered by position
+
+
+def test_validation_columns_are_every_metric_the_trial_reports():
+    """The schema's val_* columns are the loss and every SegmentationMetrics key: a new
+    metric joins history.csv by adding it to VAL_COLUMNS (this test fails until it is)."""
+    import torch
+
+    from forest_seg.metrics import SegmentationMetrics
+    from forest_seg.results import VAL_COLUMNS
+
+    metrics = SegmentationMetrics()
+    metrics.update(torch.tensor([[0, 1]]), torch.tensor([[0, 1]]))
+    assert set(VAL_COLUMNS) == {"val_loss", *(f"val_{key}" for key in metrics.compute())}
+    assert set(VAL_COLUMNS) <= set(HISTORY_COLUMNS)

@@ -16,9 +16,11 @@ import yaml
 from forest_seg.results import STATUSES
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "sweeps"))
 
-from grid import study_configs  # noqa: E402
+
+@pytest.fixture(scope="module")
+def study_configs(sweep_driver):
+    return sweep_driver("grid").study_configs
 
 
 def run_driver(script, *args, timeout=600):
@@ -27,7 +29,7 @@ def run_driver(script, *args, timeout=600):
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_default_study_is_the_reports_six_configurations_plus_dense():
+def test_default_study_is_the_reports_six_configurations_plus_dense(study_configs):
     trials = study_configs([10, 50, 100, 200], [1e-3, 1e-4, 1e-5], ["balanced"], seeds=3)
     distinct = {(t["points"], t["lr"]) for t in trials}
     assert distinct == {(10, 1e-4), (50, 1e-4), (100, 1e-4), (200, 1e-4), (50, 1e-3),
@@ -36,7 +38,7 @@ def test_default_study_is_the_reports_six_configurations_plus_dense():
     assert [t["seed"] for t in trials[:7]] == [0] * 7  # seed-major
 
 
-def test_cross_strategies_and_no_dense():
+def test_cross_strategies_and_no_dense(study_configs):
     trials = study_configs([10, 50], [1e-3, 1e-4], ["balanced", "forest"], seeds=2,
                            dense=False, cross=True)
     assert len(trials) == 2 * 2 * 2 * 2
@@ -44,7 +46,7 @@ def test_cross_strategies_and_no_dense():
     assert all(t["points"] > 0 for t in trials)
 
 
-def test_other_heads_and_depths_join_at_the_base_configuration():
+def test_other_heads_and_depths_join_at_the_base_configuration(study_configs):
     trials = study_configs([10, 50], [1e-3, 1e-4], ["balanced"], seeds=2, base_lr=1e-3,
                            alternatives={"head": ["linear"], "encoder_stages": [4]})
     extra = [t for t in trials if "head" in t or "encoder_stages" in t]
@@ -59,14 +61,14 @@ def test_other_heads_and_depths_join_at_the_base_configuration():
     assert len(trials) == 2 * (3 + 1 + 2)  # (10|50 at 1e-3, 50 at 1e-4) + dense + 2 extra
 
 
-def test_cross_multiplies_every_configuration_by_the_heads():
+def test_cross_multiplies_every_configuration_by_the_heads(study_configs):
     trials = study_configs([10, 50], [1e-3], ["balanced"], seeds=1, dense=False, cross=True,
                            alternatives={"head": ["linear"]})
     assert [(t["points"], t.get("head", "base")) for t in trials] == [
         (10, "base"), (50, "base"), (10, "linear"), (50, "linear")]
 
 
-def test_zero_seeds_is_an_error():
+def test_zero_seeds_is_an_error(study_configs):
     from forest_seg.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--seeds 0"):

@@ -3,6 +3,7 @@
 import math
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ def without_timing(history):
 
 def run(cfg, **kwargs):
     history = []
-    final = fit(cfg, history.append, **kwargs)
+    final = fit(cfg, lambda metrics, checkpoint_state=None: history.append(metrics), **kwargs)
     return final, history
 
 
@@ -79,28 +80,32 @@ def test_resumed_run_ends_with_the_same_history(tiny_cfg, tmp_path):
     states = []
     first_epoch = []
     with pytest.raises(KeyboardInterrupt):
-        def stop_after_first(metrics, state):
-            save_checkpoint(tmp_path / CHECKPOINT_FILE, state)
+        def stop_after_first(metrics, checkpoint_state=None):
+            save_checkpoint(tmp_path / CHECKPOINT_FILE, checkpoint_state)
             first_epoch.append(metrics)
             raise KeyboardInterrupt  # the process dies right after checkpoint 1
-        fit(tiny_cfg, on_checkpoint=stop_after_first)
+        fit(tiny_cfg, stop_after_first)
     state = load_checkpoint(tmp_path / CHECKPOINT_FILE)
     assert state["epoch"] == 1 and state["config"] == tiny_cfg.to_dict()
 
     resumed = []
-    fit(tiny_cfg, resumed.append, resume_state=state,
-        on_checkpoint=lambda metrics, s: (resumed.append(metrics), states.append(s)))
+
+    def keep(metrics, checkpoint_state=None):
+        resumed.append(metrics)
+        states.append(checkpoint_state)
+
+    fit(tiny_cfg, keep, resume_state=state)
     assert [m["epoch"] for m in resumed] == [2, 3]
     assert without_timing(first_epoch + resumed) == without_timing(uninterrupted)
     assert without_timing(states[-1]["history"]) == without_timing(uninterrupted)
 
 
 def test_checkpoint_every_controls_when_states_are_made(tiny_cfg):
-    saved, plain = [], []
-    fit(tiny_cfg.replace(checkpoint_every=2), plain.append,
-        on_checkpoint=lambda metrics, state: saved.append(state["epoch"]))
-    assert saved == [2, 3]  # every 2nd epoch and always the last
-    assert [m["epoch"] for m in plain] == [1]
+    calls = []
+    fit(tiny_cfg.replace(checkpoint_every=2),
+        lambda metrics, checkpoint_state=None: calls.append(
+            (metrics["epoch"], checkpoint_state and checkpoint_state["epoch"])))
+    assert calls == [(1, None), (2, 2), (3, 3)]  # a state every 2nd epoch and the last
 
 
 def test_absurd_learning_rate_diverges_cleanly(tiny_cfg):
@@ -274,16 +279,48 @@ def test_resume_prefers_the_trials_newest_checkpoint_on_disk(tmp_path, monkeypat
                         {"epoch": epoch, "history": []})
     (own / "checkpoint_000002").mkdir()
     (own / "checkpoint_000002" / CHECKPOINT_FILE).write_bytes(b"half-written")
-    monkeypatch.setattr(train_module, "_trial_storage",
+    monkeypatch.setattr(train_module, "trial_storage",
                         lambda: (pyarrow.fs.LocalFileSystem(), str(own)))
-    assert train_module._resume_state(None)["epoch"] == 2
+    assert train_module.resume_state(None)["epoch"] == 2
     stale = tune.Checkpoint.from_directory(own / "checkpoint_000000")
-    assert train_module._resume_state(stale)["epoch"] == 2
+    assert train_module.resume_state(stale)["epoch"] == 2
 
     donor = tmp_path / "other-trial" / "checkpoint_000000"
     save_checkpoint(donor / CHECKPOINT_FILE, {"epoch": 1, "history": []})
     exploit = tune.Checkpoint.from_directory(donor)
-    assert train_module._resume_state(exploit)["epoch"] == 1  # a PBT exploit is taken as is
+    assert train_module.resume_state(exploit)["epoch"] == 1  # a PBT exploit is taken as is
+
+
+def test_outside_a_trial_there_is_no_trial_storage():
+    assert train_module.trial_storage() is None
+
+
+@pytest.mark.slow
+def test_trial_storage_is_the_trials_own_folder(tmp_path):
+    """The one Ray workaround (train.trial_storage, a Ray DeveloperAPI): inside a real Tune
+    trial it names the folder where Ray keeps that trial's checkpoints. Fails when Ray
+    changes the API underneath it."""
+    import ray
+    from ray import tune
+
+    def probe(config):
+        found = train_module.trial_storage()
+        with tempfile.TemporaryDirectory() as folder:
+            save_checkpoint(Path(folder) / CHECKPOINT_FILE, {"epoch": 1, "history": []})
+            tune.report({"folder": found[1] if found else "none"},
+                        checkpoint=tune.Checkpoint.from_directory(folder))
+
+    ray.init(num_cpus=1, _node_ip_address="127.0.0.1", include_dashboard=False,
+             log_to_driver=False)
+    try:
+        result = tune.Tuner(probe, run_config=tune.RunConfig(
+            storage_path=str(tmp_path), name="probe", verbose=0)).fit()[0]
+    finally:
+        ray.shutdown()
+    assert result.error is None
+    assert result.metrics["folder"] == result.path
+    assert result.checkpoint.path.startswith(result.metrics["folder"] + "/")
+    assert train_module.trial_storage() is None  # outside the trial again
 
 
 def test_reported_lr_follows_the_schedule(tiny_cfg):

@@ -28,6 +28,7 @@ from forest_seg.analysis.load import (
     experiment_kind,
     load_experiment,
     load_experiments,
+    trial_drivers,
     varying_columns,
 )
 from forest_seg.analysis.methods import (
@@ -72,5 +73,5 @@ __all__ = [
     "metric_label", "paired_differences", "paired_p_value", "plot_asha_stops",
     "plot_learning_curves", "plot_lr_paths", "plot_miou_vs_lr", "plot_miou_vs_points",
     "status_counts", "summarize", "summary_for_report", "t_quantile", "to_markdown",
-    "varying_columns",
+    "trial_drivers", "varying_columns",
 ]

@@ -8,9 +8,13 @@ reported epoch).
 
 Conventions:
 
-- Config columns are every column that is not bookkeeping (``trial_id``, ``status``, ``epochs``,
-  ``train_time_s``, ``experiment``) and does not start with ``val_``, ``best_`` or ``train_``.
-  A *configuration* is the values of the config columns other than ``seed``.
+- Config columns are the results schema's (:data:`forest_seg.results.CONFIG_COLUMNS`: the
+  TrainConfig fields, ``epochs`` as ``max_epochs``) present in the frame. A *configuration* is
+  the values of the config columns other than ``seed``.
+- The *driver* of a trial (the search that ran it: ``grid``, ``optuna``, ``pbt``, or the
+  name a Study gave) is results.csv's ``driver`` column (:func:`trial_drivers`). Files written
+  before that column existed, and frames rebuilt from Ray Tune's folders, fall back to the
+  legacy reading of the experiment's name (:func:`experiment_kind`).
 - ``max_epochs`` is the planned number of epochs (the config field ``epochs``); ``epochs`` is the
   number of epochs a trial reached.
 - Every loaded frame carries an ``experiment`` column (the directory name, made unique when two
@@ -37,6 +41,8 @@ import pandas as pd
 
 from forest_seg.errors import ForestSegError
 from forest_seg.results import (
+    CONFIG_COLUMNS,
+    DRIVER_COLUMN,
     HISTORY_COLUMNS,
     HISTORY_FILE,
     RESULT_TAIL,
@@ -46,10 +52,6 @@ from forest_seg.results import (
 )
 
 LOG = logging.getLogger(__name__)
-# run records, not hyperparameters: never part of a configuration
-BOOKKEEPING = ("experiment", "trial_id", "status", "epochs", "train_time_s", "driver", "error",
-               "checkpoint", "checkpoint_path")
-METRIC_PREFIXES = ("val_", "best_", "train_", "baseline_")
 DUPLICATES_DROPPED = "duplicates_dropped"  # key of trials.attrs set by load_experiments
 REQUIRED_RESULTS = ("trial_id", "status", "val_miou", "best_val_miou", "epochs")
 REQUIRED_HISTORY = ("trial_id", "epoch")
@@ -72,9 +74,7 @@ class ResultsError(ForestSegError):
 # --------------------------------------------------------------------------- column helpers
 def is_config_column(name: str) -> bool:
     """True for a config column (see the module docstring), False for bookkeeping/metrics."""
-    return name not in BOOKKEEPING and not name.startswith(METRIC_PREFIXES) and not (
-        name.startswith("_")
-    )
+    return name in CONFIG_COLUMNS
 
 
 def config_columns(trials: pd.DataFrame, include_seed: bool = False) -> list[str]:
@@ -117,9 +117,24 @@ def config_label(row: pd.Series | dict, columns: Sequence[str]) -> str:
 
 
 def experiment_kind(name: object) -> str:
-    """``grid``, ``optuna`` or ``pbt`` from an experiment name's prefix, else ``run``."""
+    """Legacy: ``grid``, ``optuna`` or ``pbt`` from an experiment name's prefix, else ``run``;
+    only for trials without a ``driver`` (see :func:`trial_drivers`)."""
     match = _KIND.match(str(name).strip())
     return match.group(1).lower() if match else DEFAULT_KIND
+
+
+def trial_drivers(trials: pd.DataFrame) -> pd.Series:
+    """The driver of every trial (module docstring), indexed like ``trials``: the ``driver``
+    column where set, else the legacy :func:`experiment_kind` of the ``experiment`` name,
+    else ``run``."""
+    if "experiment" in trials.columns:
+        drivers = trials["experiment"].map(experiment_kind)
+    else:
+        drivers = pd.Series(DEFAULT_KIND, index=trials.index, dtype=object)
+    if DRIVER_COLUMN in trials.columns:
+        given = trials[DRIVER_COLUMN].map(norm_value)
+        drivers = given.where(given.notna(), drivers).map(str)
+    return drivers.astype(str)
 
 
 def trial_keys(frame: pd.DataFrame) -> list[str]:
@@ -393,9 +408,8 @@ def duplicate_mask(trials: pd.DataFrame) -> pd.Series:
     keys = pd.Series([tuple(norm_value(v) for v in values)
                       for values in trials[cols].itertuples(index=False, name=None)],
                      index=trials.index)
-    if "experiment" in trials.columns:
-        pbt = trials["experiment"].map(experiment_kind) == "pbt"
-        keys[pbt] = [("pbt", i) for i in trials.index[pbt]]  # unique: never repeats
+    pbt = trial_drivers(trials) == "pbt"
+    keys[pbt] = [("pbt", i) for i in trials.index[pbt]]  # unique: never repeats
     return keys.duplicated(keep="first")
 
 

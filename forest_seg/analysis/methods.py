@@ -2,11 +2,9 @@
 
 Conventions:
 
-- The *kind* of an experiment comes from its directory name (the ``experiment`` column): the
-  drivers name their runs ``grid-<time>``, ``pbt-<time>``, ``optuna-<time>``, so a name that
-  starts (case-insensitive) with ``grid``, ``pbt`` or ``optuna`` followed by anything but a
-  letter (``grid-x``, ``pbt_2``, ``grid#2``) is that kind; any other name (a user-chosen
-  ``--name``) is ``run``, as is a frame without an ``experiment`` column.
+- The *kind* of a trial is its driver, results.csv's ``driver`` column (``grid``, ``pbt``,
+  ``optuna``, or the name a Study gave; see :func:`forest_seg.analysis.load.trial_drivers`
+  for files written before that column).
 - A *method* is (kind, ``lr_schedule``). A missing ``lr_schedule`` (a directory written before
   the field existed) counts as ``constant``, the only schedule there was. Its label is the kind,
   plus `` lr_schedule=<s>`` when that kind's trials use more than one schedule
@@ -27,9 +25,10 @@ Conventions:
   configurations has a COMPLETED trial (every trial stopped early), the highest mean at the
   common epoch of its trials instead. ``best_at_epoch`` says which epoch the mean is at.
 - *Comparable*: besides ``lr``, ``lr_schedule``, ``warmup_epochs`` and ``seed`` (what methods
-  choose), and execution-only fields (``device``, ``num_workers``, ``threads``,
-  ``checkpoint_every``), every config column must take the same set of values in every method;
-  otherwise both sides are flagged ``not comparable: differs in <columns>``.
+  choose), and the execution-only fields (``TrainConfig.execution_fields()``: ``device``,
+  ``num_workers``, ``threads``, ``checkpoint_every``), every config column must take the same
+  set of values in every method; otherwise both sides are flagged ``not comparable: differs
+  in <columns>``.
 """
 
 from __future__ import annotations
@@ -39,20 +38,19 @@ import math
 import pandas as pd
 
 from forest_seg.analysis.load import (
-    DEFAULT_KIND,
     config_columns,
-    experiment_kind,
     format_value,
     norm_value,
+    trial_drivers,
     trial_keys,
 )
 from forest_seg.analysis.stats import HEADLINE_METRIC
 from forest_seg.analysis.summary import AT_COMMON, summarize
+from forest_seg.config import TrainConfig
 
-KINDS = ("grid", "optuna", "pbt")
 DEFAULT_SCHEDULE = "constant"
 METHOD_CHOICES = ("lr", "lr_schedule", "warmup_epochs", "seed")
-EXECUTION_ONLY = ("device", "num_workers", "threads", "checkpoint_every")
+EXECUTION_ONLY = TrainConfig.execution_fields()
 METHOD_COLUMNS = [
     "method", "kind", "lr_schedule", "experiments", "n_trials", "seeds", "trial_epochs",
     "budget", "budget_used", "budget_trials", "best_in_budget", "best_in_budget_trial",
@@ -62,10 +60,7 @@ METHOD_COLUMNS = [
 
 
 def _kinds_and_schedules(trials: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    if "experiment" in trials.columns:
-        kinds = trials["experiment"].map(experiment_kind)
-    else:
-        kinds = pd.Series(DEFAULT_KIND, index=trials.index)
+    kinds = trial_drivers(trials)
     if "lr_schedule" in trials.columns:
         schedules = trials["lr_schedule"].map(norm_value)
     else:

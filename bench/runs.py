@@ -19,7 +19,7 @@ from forest_seg.errors import ForestSegError
 
 from .proctree import TreeSampler
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 GRID_SCRIPT = REPO_ROOT / "sweeps" / "grid.py"
 
 
@@ -42,8 +42,8 @@ class DriverRun:
 def grid_script() -> Path:
     if not GRID_SCRIPT.is_file():
         raise BenchError(
-            f"sweep driver {GRID_SCRIPT} not found; the benchmark runs from a source checkout "
-            "(pip install -e .), where sweeps/ sits beside forest_seg/"
+            f"sweep driver {GRID_SCRIPT} not found; the benchmark runs from a source checkout, "
+            "where sweeps/ sits beside bench/"
         )
     return GRID_SCRIPT
 

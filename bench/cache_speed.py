@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forest_seg.data import _decode_image, _decode_mask, _read_rows, find_dataset_root, load_tiles
+from forest_seg.data import dataset_rows, decode_tile, find_dataset_root, load_tiles
 
 
 def cache_speedup(root: str | Path, size: int, n_items: int | None = None,
@@ -25,7 +25,7 @@ def cache_speedup(root: str | Path, size: int, n_items: int | None = None,
     ``speedup`` and ``dataset_tiles``.
     """
     root = find_dataset_root(root)
-    rows = _read_rows(root)
+    rows = dataset_rows(root)
     tiles = load_tiles(root, size)
     n = len(rows) if n_items is None else min(n_items, len(rows))
     order = np.random.default_rng(seed).permutation(len(rows))[:n]
@@ -33,8 +33,7 @@ def cache_speedup(root: str | Path, size: int, n_items: int | None = None,
     start = time.perf_counter()
     for i in order:
         _, image, mask = rows[i]
-        _decode_image(image, size)
-        _decode_mask(mask, size)
+        decode_tile(image, mask, size)
     decode = (time.perf_counter() - start) / n
 
     start = time.perf_counter()

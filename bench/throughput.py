@@ -2,9 +2,10 @@
 loop in this process with the same model, batches, tiles, device and threads.
 
 The bare loop is what a trial's train phase would be with nothing around it: build_model,
-Adam, ``partial_focal_ce`` on the trial's fixed point labels, batches from the same memory-mapped
-tiles through :meth:`SplitData.batches` (the "data path"); no Ray, no metrics, no validation,
-no checkpoints. A second variant feeds batches gathered before the clock starts (the "ideal"
+the trial's optimizer and its own training step (``forest_seg.train.train_step``: the loss on
+the trial's fixed point labels, backward, step), batches from the same memory-mapped tiles
+through :meth:`SplitData.batches` (the "data path"); no Ray, no metrics, no validation, no
+checkpoints. A second variant feeds batches gathered before the clock starts (the "ideal"
 data path), which bounds what any data-loading work can cost.
 """
 
@@ -20,9 +21,8 @@ import torch
 
 from forest_seg.batches import TrialData, prepare_trial_data
 from forest_seg.config import TrainConfig
-from forest_seg.losses import partial_focal_ce
 from forest_seg.model import build_model
-from forest_seg.train import epoch_order, make_optimizer
+from forest_seg.train import epoch_order, make_optimizer, train_step
 
 from .report import images_per_epoch, load_average, system_busy_seconds
 from .runs import DriverRun, fixed_flags, run_grid
@@ -86,6 +86,8 @@ class BareRun:
     @classmethod
     def create(cls, cfg: TrainConfig, device: str = "cpu", amp: bool = False,
                channels_last: bool = False) -> BareRun:
+        # the trial's step reads amp (bf16 autocast, CUDA only) from the config
+        cfg = cfg.replace(amp=amp, channels_last=channels_last)
         data = prepare_trial_data(cfg)
         torch.manual_seed(cfg.seed)
         dev = torch.device(device)
@@ -116,13 +118,7 @@ class BareRun:
         start = wait = time.perf_counter()
         for batch in batches:
             data_time += time.perf_counter() - wait
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                logits = self.model(batch.image)
-            loss = partial_focal_ce(logits, batch.labels, gamma=self.cfg.gamma,
-                                    alpha=self.cfg.alpha)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            train_step(self.cfg, self.model, self.optimizer, batch, self.device)
             images += len(batch.image)
             wait = time.perf_counter()
         if self.device.type == "cuda":

@@ -1,8 +1,8 @@
-"""``python -m forest_seg.bench``: measure the sweep system's overheads in one run.
+"""``python -m bench``: measure the sweep system's overheads in one run.
 
-    python -m forest_seg.bench --quick          # a few minutes on 2 CPU cores
-    python -m forest_seg.bench                  # larger sizes, steadier figures
-    python -m forest_seg.bench --quick --skip sweep memory   # the throughput ratio only
+    python -m bench --quick          # a few minutes on 2 CPU cores
+    python -m bench                  # larger sizes, steadier figures
+    python -m bench --quick --skip sweep memory   # the throughput ratio only
 
 Prints the machine, a table of measurements against their goals, notes on any goal missed,
 and as its last line ``tune/bare throughput ratio: X.XX``.
@@ -49,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m forest_seg.bench",
+    p = _Parser(prog="python -m bench",
                 description="Tune vs bare throughput, data, memory, sweep and GPU figures.")
     p.add_argument("--quick", action="store_true", help="tiny sizes: minutes on 2 CPU cores")
     p.add_argument("--data", default=None,

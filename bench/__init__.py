@@ -1,4 +1,8 @@
-"""Performance benchmark of the sweep system: ``python -m forest_seg.bench [--quick]``.
+"""Performance benchmark of the sweep system: ``python -m bench [--quick]``.
+
+It lives beside the library, not in it, and uses only the library's public functions: the
+bare loop trains with ``forest_seg.train.train_step``, the trial's own training step. Run it
+from the repository root (``sweeps/`` sits beside it).
 
 Measures, in one run: the images/s of a trial run through Ray Tune (the real
 ``sweeps/grid.py`` driver, as a subprocess: this package never imports Ray) against a bare
@@ -13,7 +17,7 @@ Modules: ``report`` (pure helpers: table, last line, /proc parsing, history arit
 (each part's rows and notes) and ``__main__`` (the CLI).
 """
 
-from forest_seg.bench.report import (
+from bench.report import (
     LAST_LINE_PREFIX,
     Row,
     data_wait_share,

@@ -1,0 +1,181 @@
+"""forest_seg.sweep: the typed Study and Launch, the drivers' shared flags, and run() called
+twice in one process (as a notebook does), its experiment restorable from any folder."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+
+from forest_seg.errors import ConfigError
+from forest_seg.results import STATUSES
+from forest_seg.sweep import Asha, Launch, Study, preset_config, run
+from forest_seg.sweep.flags import base_config, build_parser, launch_from_args
+from forest_seg.sweep.runner import trial_resources
+
+CPU_NODE = [{"CPU": 2.0, "GPU": 0.0}]
+GPU_NODE = [{"CPU": 8.0, "GPU": 1.0}]
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return build_parser("test", "").parse_args(list(argv))
+
+
+def test_a_study_is_a_grid_or_a_search_not_both():
+    base = preset_config("smoke")
+    with pytest.raises(ConfigError, match="either trials"):
+        Study(base=base)
+    with pytest.raises(ConfigError, match="either trials"):
+        Study(base=base, trials=[{"points": 10}], space={"lr": 1e-3}, samples=1)
+    with pytest.raises(ConfigError, match="samples"):
+        Study(base=base, space={"lr": 1e-3})
+    with pytest.raises(ConfigError, match="driver"):
+        Study(base=base, trials=[{"points": 10}], driver="My Driver")
+
+
+def test_every_trial_is_checked_before_anything_runs():
+    base = preset_config("smoke")
+    with pytest.raises(ConfigError, match="point_strategy='clicks'"):
+        Study(base=base, trials=[{"points": 10}, {"point_strategy": "clicks"}])
+    with pytest.raises(ConfigError, match="pointz"):
+        Study(base=base, space={"pointz": 5}, samples=2)
+    study = Study(base=base, trials=[{"points": 10, "seed": 1}, {"points": 50, "seed": 1}])
+    assert [c.points for c in study.trial_configs()] == [10, 50]
+    assert study.description() == {"trials": 2, "varies": {"points": [10, 50], "seed": [1]}}
+
+
+def test_param_space_is_the_base_with_the_space_over_it():
+    study = Study(base=preset_config("smoke", points=20), space={"lr": 1e-3, "seed": 4},
+                  samples=3)
+    space = study.param_space()
+    assert space == {**preset_config("smoke", points=20).to_dict(), "lr": 1e-3, "seed": 4}
+    assert study.trial_configs()[0].seed == 4
+
+
+def test_presets_and_the_auto_choice():
+    assert preset_config("smoke").image_size == 32 and preset_config("cpu").epochs == 6
+    args = parse("--epochs", "3")
+    assert base_config(args, CPU_NODE, "grid").encoder_stages == 2  # cpu preset
+    assert base_config(args, GPU_NODE, "grid").encoder_stages == 4  # paper preset
+    assert base_config(args, GPU_NODE, "grid").epochs == 3  # a flag beats the preset
+    assert base_config(parse("--smoke-test"), GPU_NODE, "grid").image_size == 32
+    with pytest.raises(ConfigError, match="invalid preset"):
+        preset_config("huge")
+
+
+def test_multi_valued_flags_give_the_first_value_and_only_grid_takes_several():
+    args = parse("--heads", "unet", "linear", "--encoder-stages", "3")
+    base = base_config(args, CPU_NODE, "grid", several=True)
+    assert (base.head, base.encoder_stages) == ("unet", 3)
+    with pytest.raises(ConfigError, match="--head takes one value in pbt"):
+        base_config(args, CPU_NODE, "pbt")
+
+
+def test_launch_from_flags_without_touching_the_namespace():
+    args = parse("--max-failures", "0", "--name", "x")
+    before = dict(vars(args))
+    launch = launch_from_args(args, max_concurrent=2)
+    assert vars(args) == before
+    assert (launch.max_concurrent, launch.max_failures, launch.name) == (2, 0, "x")
+    assert launch_from_args(parse("--max-concurrent", "5"), max_concurrent=2).max_concurrent == 5
+    with pytest.raises(ConfigError, match="--max-concurrent 0"):
+        Launch(max_concurrent=0)
+
+
+def test_experiment_names_and_resuming_the_newest(tmp_path):
+    launch = Launch(storage_path=str(tmp_path))
+    storage, name = launch.experiment("grid")
+    assert storage == str(tmp_path) and name.startswith("grid-")
+    assert replace(launch, name="mine").experiment("grid") == (str(tmp_path), "mine")
+    with pytest.raises(ConfigError, match="no grid experiment to resume"):
+        replace(launch, resume=True).experiment("grid")
+    for folder in ("grid-1", "pbt-2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "tuner.pkl").write_bytes(b"")
+    assert replace(launch, resume=True).experiment("grid")[1] == "grid-1"
+
+
+def test_trial_resources_defaults_and_impossible_requests():
+    assert trial_resources(Launch(), CPU_NODE) == {"cpu": 1.0, "gpu": 0.0}
+    assert trial_resources(Launch(), GPU_NODE) == {"cpu": 2.0, "gpu": 1.0}
+    with pytest.raises(ConfigError, match="--gpus-per-trial 1"):
+        trial_resources(Launch(gpus_per_trial=1), CPU_NODE)
+    assert trial_resources(Launch(gpus_per_trial=1, wait_for_nodes=True), CPU_NODE)["gpu"] == 1
+
+
+def test_asha_grace_defaults_to_a_third_of_the_epochs():
+    assert (Asha().grace(6), Asha().grace(7), Asha().grace(2)) == (2, 3, 1)
+    assert Asha(grace_period=4).grace(6) == 4
+    with pytest.raises(ConfigError, match="--grace-period 7"):
+        Asha(grace_period=7).grace(6)
+    with pytest.raises(ConfigError, match="--reduction-factor 1"):
+        Asha(reduction_factor=1).grace(6)
+
+
+RESTORE = """
+import sys
+from ray import tune
+from forest_seg.train import trainable
+path = sys.argv[1]
+print("trials", len(tune.ExperimentAnalysis(path).trials))
+tuner = tune.Tuner.restore(path, trainable)
+print("restored", type(tuner).__name__)
+"""
+
+
+@pytest.mark.slow
+def test_run_twice_in_one_process_then_restore_from_any_folder(tmp_path):
+    """A notebook: two sweeps in one process, each a results frame with its driver; then
+    Ray Tune restores the experiment from an unrelated folder (no sweeps/ on the path)."""
+    import ray
+
+    base = preset_config("smoke", epochs=1)
+    launch = Launch(storage_path=str(tmp_path / "runs"), verbose=0)
+    first = run(Study(base=base, trials=[{"points": 10}, {"points": 50}], scheduler=None,
+                      driver="notebook"), replace(launch, name="first"))
+    assert not ray.is_initialized()  # what run() started, it shut down
+    second = run(Study(base=base, space={"lr": 1e-3}, samples=1, driver="notebook"),
+                 replace(launch, name="second"))
+    assert sorted(first["points"]) == [10, 50] and len(second) == 1
+    for frame in (first, second):
+        assert set(frame["driver"]) == {"notebook"} and set(frame["status"]) <= set(STATUSES)
+        assert (frame["epochs"] == 1).all()
+    path = first.attrs["experiment"]
+    assert path == str(tmp_path / "runs" / "first")
+    assert pd.read_csv(f"{path}/results.csv")["trial_id"].tolist() == first["trial_id"].tolist()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run([sys.executable, "-c", RESTORE, path], capture_output=True,
+                          text=True, timeout=300, cwd=elsewhere)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "trials 2" in done.stdout and "restored Tuner" in done.stdout
+
+
+@pytest.mark.slow
+def test_run_uses_a_ray_it_did_not_start_and_keeps_it(tmp_path):
+    import ray
+
+    ray.init(num_cpus=1, _node_ip_address="127.0.0.1", include_dashboard=False,
+             log_to_driver=False)
+    try:
+        results = run(Study(base=preset_config("smoke", epochs=1), trials=[{"points": 10}],
+                            driver="grid"),
+                      Launch(storage_path=str(tmp_path), name="kept", verbose=0))
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()
+    assert results["driver"].tolist() == ["grid"] and results["points"].tolist() == [10]
+
+
+def test_closing_text_of_a_sweep_without_finished_trials():
+    from forest_seg.sweep import closing_text
+
+    empty = pd.DataFrame()
+    empty.attrs["experiment"] = "/runs/x"
+    assert closing_text(empty) == ("no trial finished; results: /runs/x/results.csv  "
+                                   "(per epoch: /runs/x/history.csv)")
