@@ -20,21 +20,24 @@ from pathlib import Path
 from forest_seg.errors import ForestSegError
 
 CACHE_ENV = "FOREST_SEG_CACHE"
+CACHE_HINT = f"set {CACHE_ENV} to a writable folder with free space (e.g. on a local disk)"
 _TEMP = re.compile(r"^\..+\.tmp-(?:(?P<host>[^/]+)-)?(?P<pid>\d+)-[0-9a-f]{32}$")
 
 
-def writable_dir(path: str | Path, what: str, hint: str) -> Path:
+def writable_dir(path: str | Path, what: str, hint: str, probe: bool = True) -> Path:
     """``path`` as a folder this process can write into, created if missing.
 
-    Raises :class:`ForestSegError` naming ``what`` (e.g. "tile cache"), the folder and ``hint``
-    (what to do instead) when it cannot be created or written, so a read-only cache or output
-    folder ends a CLI with one clear line rather than an ``OSError`` traceback.
+    Raises :class:`ForestSegError` naming ``what`` (e.g. "output folder"), the folder and
+    ``hint`` (what to do instead) when it cannot be created or (``probe``: a temporary file
+    is made and removed) written, so a read-only cache or output folder ends a CLI with one
+    clear line rather than an ``OSError`` traceback.
     """
     path = Path(path).expanduser()
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
+        if probe:
+            with tempfile.TemporaryFile(dir=path):
+                pass
     except OSError as e:
         reason = e.strerror or type(e).__name__
         raise ForestSegError(f"{what} {path} is not writable ({reason}); {hint}") from e
@@ -45,12 +48,11 @@ def cache_dir() -> Path:
     """The cache root: ``$FOREST_SEG_CACHE`` if set, else ``~/.cache/forest_seg``.
 
     The folder is created on first use; raises :class:`ForestSegError` naming it when it
-    cannot be written. Tests point the variable at a temporary folder.
+    cannot be. It may be read-only once its entries exist: writers check with
+    :func:`build_atomically`. Tests point the variable at a temporary folder.
     """
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "forest_seg")
-    return writable_dir(
-        root, "cache folder", f"set {CACHE_ENV} to a writable folder (e.g. on a local disk)"
-    )
+    return writable_dir(root, "cache folder", CACHE_HINT, probe=False)
 
 
 def _host() -> str:
@@ -103,20 +105,21 @@ def build_atomically(
     ``final``. A concurrent writer that renamed its own entry first wins: ours is dropped. An
     incomplete ``final`` (a damaged entry) must be removed by the caller before. Temporary
     folders of dead writers beside ``final`` are removed first; ours is removed whatever
-    happens (a killed process leaves it for the next writer to remove).
+    happens (a killed process leaves it for the next writer to remove). Raises
+    :class:`ForestSegError` naming the folder when it cannot be written (read-only, full).
     """
     if complete(final):
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
+    writable_dir(final.parent, "cache folder", CACHE_HINT)
     remove_dead_temps(final.parent)
     tmp = temp_folder_for(final)
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         build(tmp)
         os.rename(tmp, final)
-    except OSError:
+    except OSError as e:
         if not complete(final):  # not a concurrent writer that won
-            raise
+            raise ForestSegError(f"cannot write the cache entry {final} ({e}); {CACHE_HINT}") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final

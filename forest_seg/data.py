@@ -8,9 +8,10 @@ trials on one node share one decoded copy through the page cache.
 Masks are read per dataset in one of two conventions (:data:`MASK_CONVENTIONS`), detected
 from the decoded grey values of all its masks: ``0/255`` (the Kaggle JPEGs: forest where
 grey > 127) or ``0/1`` (many other datasets: forest where grey >= 1), chosen when no mask
-pixel of the dataset is above 1. A cache entry carries a manifest (tile count, array shapes,
-dtypes and byte sizes, a checksum of the names, the mask convention); an entry that does
-not match it is rebuilt with one warning.
+pixel of the dataset is above 15 (JPEG noise lifts 0/1 masks to grey 2 or so; a 0/255
+dataset with any forest has values near 255). A cache entry carries a manifest (tile count,
+array shapes, dtypes and byte sizes, a checksum of the names, the mask convention); an entry
+that does not match it is rebuilt, said in one warning line on stderr.
 """
 
 import csv
@@ -18,7 +19,6 @@ import hashlib
 import json
 import os
 import sys
-import warnings
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from forest_seg.cache import CACHE_ENV, build_atomically, cache_dir, discard, writable_dir
-from forest_seg.errors import ConfigError, DatasetError, ForestSegError
+from forest_seg.cache import build_atomically, cache_dir, discard
+from forest_seg.errors import ConfigError, DatasetError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,6 +38,7 @@ EXPECTED_LAYOUT = "meta_data.csv (columns image,mask) beside images/ and masks/"
 _SEARCH_DEPTH = 4
 _MASK_THRESHOLD = 127
 MASK_CONVENTIONS = {"0/255": "forest where grey > 127", "0/1": "forest where grey >= 1"}
+_ZERO_ONE_MAX = 15  # the largest grey value of a dataset whose masks are 0/1 (JPEG noise)
 _CACHE_VERSION = 2  # bump when the decoded arrays change: 2 = per-dataset mask convention
 _MANIFEST = "manifest.json"
 _PROGRESS_MIN_TILES = 500  # report decode progress on stderr above this many tiles
@@ -228,8 +229,9 @@ def _decode_image(path: Path, size: int) -> np.ndarray:
 
 def mask_convention(max_grey: int) -> str:
     """The mask convention of a dataset (a key of :data:`MASK_CONVENTIONS`) from the largest
-    grey value of all its masks: ``0/1`` when it is <= 1, else ``0/255``."""
-    return "0/1" if max_grey <= 1 else "0/255"
+    grey value of all its masks: ``0/1`` when it is <= 15 (1 in PNGs, about 2 in JPEGs),
+    else ``0/255``."""
+    return "0/1" if max_grey <= _ZERO_ONE_MAX else "0/255"
 
 
 def threshold_mask(gray: np.ndarray, convention: str = "0/255") -> np.ndarray:
@@ -358,8 +360,8 @@ def load_tiles(root: str | Path, size: int) -> TileSet:
     dataset's detected convention (module docstring) -> {0,1}. The result is cached on disk
     under ``cache_dir()/tiles/<key>/`` (key: cache format version, resolved root, CSV rows,
     file sizes and mtimes, ``size``; written atomically, with a manifest) and loaded back as
-    read-only memory maps; an entry that does not match its manifest is rebuilt with one
-    warning. Repeat calls in one process return the same :class:`TileSet` object.
+    read-only memory maps; an entry that does not match its manifest is rebuilt, said in one
+    stderr line. Repeat calls in one process return the same :class:`TileSet` object.
     Raises :class:`DatasetError` naming the CSV, row or file at fault, or a dataset without
     forest; :class:`~forest_seg.errors.ForestSegError` naming an unwritable cache folder.
     """
@@ -370,22 +372,18 @@ def load_tiles(root: str | Path, size: int) -> TileSet:
     key = _cache_key(root, rows, size)
     if key in _TILE_CACHE:
         return _TILE_CACHE[key]
-    hint = f"set {CACHE_ENV} to a writable folder with free space"
-    final = writable_dir(cache_dir() / "tiles", "tile cache folder", hint) / key
+    final = cache_dir() / "tiles" / key
     names = [name for name, _, _ in rows]
     problem = cache_problem(final, names, size)
     if problem not in (None, "missing"):
-        warnings.warn(f"forest-seg: tile cache {final} is damaged ({problem}); rebuilding it",
-                      stacklevel=2)
+        print(f"forest-seg: warning: tile cache {final} is damaged ({problem}); rebuilding it",
+              file=sys.stderr)
         discard(final)
-    try:
-        build_atomically(
-            final,
-            lambda tmp: _decode_into(tmp, root, rows, size),
-            lambda folder: cache_problem(folder, names, size) is None,
-        )
-    except OSError as e:
-        raise ForestSegError(f"cannot write the tile cache {final}: {e}; {hint}") from e
+    build_atomically(
+        final,
+        lambda tmp: _decode_into(tmp, root, rows, size),
+        lambda folder: cache_problem(folder, names, size) is None,
+    )
     tiles = TileSet(
         images=np.load(final / "images.npy", mmap_mode="r"),
         masks=np.load(final / "masks.npy", mmap_mode="r"),

@@ -2,10 +2,10 @@
 folders are removed, and unwritable cache folders give one clear error."""
 
 import json
+import os
 import subprocess
 import sys
 import uuid
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,24 +66,25 @@ def damage_manifest_convention(folder: Path) -> None:
 
 @pytest.mark.parametrize("damage", [damage_truncate_images, damage_names_missing,
                                     damage_names_fewer, damage_manifest_convention])
-def test_a_damaged_entry_is_rebuilt_with_one_warning(root, damage):
+def test_a_damaged_entry_is_rebuilt_with_one_warning(root, damage, capsys):
     good = load_tiles(root, 32)
     images, masks, names = np.array(good.images), np.array(good.masks), good.names
     folder = entry(root)
     damage(folder)
-    with pytest.warns(UserWarning) as caught:
-        tiles = load_tiles(root, 32)
-    assert len(caught) == 1
-    message = str(caught[0].message)
+    capsys.readouterr()
+    tiles = load_tiles(root, 32)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    message = lines[0]
+    assert message.startswith("forest-seg: warning: tile cache ")
     assert str(folder) in message and "damaged" in message and "rebuilding" in message
     assert Path(tiles.images.filename).parent == folder
     np.testing.assert_array_equal(tiles.images, images)
     np.testing.assert_array_equal(tiles.masks, masks)
     assert tiles.names == names
     data._TILE_CACHE.clear()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # healed: no warning the next time
-        load_tiles(root, 32)
+    load_tiles(root, 32)
+    assert capsys.readouterr().err == ""  # healed: no warning the next time
     assert not [p for p in folder.parent.iterdir() if ".tmp-" in p.name]
 
 
@@ -104,7 +105,7 @@ def test_a_dead_writers_temp_folder_is_removed(root, own_cache):
     host = cache._host()
     dead = tiles / f".abc.tmp-{host}-{dead_pid()}-{uuid.uuid4().hex}"
     legacy = tiles / f".abc.tmp-{dead_pid()}-{uuid.uuid4().hex}"  # no host: this host
-    alive = tiles / f".abc.tmp-{host}-{__import__('os').getpid()}-{uuid.uuid4().hex}"
+    alive = tiles / f".abc.tmp-{host}-{os.getpid()}-{uuid.uuid4().hex}"
     elsewhere = tiles / f".abc.tmp-other-node-{dead_pid()}-{uuid.uuid4().hex}"
     for folder in (dead, legacy, alive, elsewhere):
         folder.mkdir()
@@ -147,3 +148,29 @@ def test_writable_dir_names_what_and_hint(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(ForestSegError, match=r"output folder .*f/out is not writable.*use --out"):
         writable_dir(tmp_path / "f" / "out", "output folder", "use --out")
+
+
+def test_a_read_only_cache_serves_its_entries_and_refuses_new_ones(root, tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    folder = entry(root)  # populated while writable
+    monkeypatch.setattr(cache.tempfile, "TemporaryFile", read_only)  # then mounted read-only
+    assert Path(load_tiles(root, 32).images.filename).parent == folder
+    with pytest.raises(ForestSegError) as e:
+        load_tiles(root, 16)  # a new entry must be written
+    message = str(e.value)
+    assert f"cache folder {folder.parent} is not writable (Permission denied)" in message
+    assert CACHE_ENV in message
+
+
+def test_a_failed_write_is_one_clear_error_and_leaves_no_temp(root, monkeypatch):
+    def disk_full(folder, *args):
+        (folder / "images.npy").write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data, "_decode_into", disk_full)
+    with pytest.raises(ForestSegError, match="No space left on device.*FOREST_SEG_CACHE") as e:
+        load_tiles(root, 32)
+    assert "cannot write the cache entry" in str(e.value)
+    assert [p.name for p in (cache_dir() / "tiles").iterdir()] == []
