@@ -342,14 +342,19 @@ def cache_problem(folder: Path, names: Sequence[str], size: int) -> str | None:
     for key in ("version", "tiles", "size", "names_sha256"):
         if manifest.get(key) != expected[key]:
             return f"{_MANIFEST} {key} is {manifest.get(key)!r}, expected {expected[key]!r}"
-    if manifest.get("mask_convention") not in MASK_CONVENTIONS:
+    if manifest.get("mask_convention") not in tuple(MASK_CONVENTIONS):
         return f"{_MANIFEST} mask_convention is {manifest.get('mask_convention')!r}"
     if not isinstance(stored, list) or _names_checksum(stored) != manifest["names_sha256"]:
         return "names.json does not match the manifest"
     for name, info in arrays.items():
-        recorded = manifest.get("arrays", {}).get(name)
-        if info != recorded or {k: info[k] for k in ("shape", "dtype")} != expected["arrays"][name]:
-            return f"{name}.npy is {info}, the manifest says {recorded}"
+        recorded = manifest.get("arrays")
+        recorded = recorded.get(name) if isinstance(recorded, dict) else None
+        if not isinstance(recorded, dict):
+            return f"{_MANIFEST} does not describe {name}.npy"
+        wanted = {**recorded, **expected["arrays"][name]}
+        for field, value in info.items():
+            if value != wanted.get(field):
+                return f"{name}.npy {field} is {value}, expected {wanted.get(field)}"
     return None
 
 
