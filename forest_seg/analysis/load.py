@@ -4,7 +4,8 @@ An experiment directory written by ``sweeps/*.py`` holds ``results.csv`` (a row 
 ``history.csv`` (a row per trial per epoch). When either is missing (a sweep that crashed before
 writing them) both frames are rebuilt from Ray Tune's per-trial folders: each immediate
 subfolder holding ``params.json`` (the trial's config) and ``result.json`` (JSON lines, one per
-reported epoch).
+reported epoch). A truncated or malformed file is never read as valid: it is rebuilt from
+those folders when they exist (said in one warning), else an error names its file and line.
 
 Conventions:
 
