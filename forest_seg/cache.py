@@ -4,22 +4,35 @@ Cache entries are folders built in a private temporary folder beside their final
 renamed into place when complete (:func:`build_atomically`), so readers never see a
 half-written entry. A temporary folder names its writer (host and pid); one whose writer is
 no longer alive is removed by the next writer of that cache folder (:func:`remove_dead_temps`).
+
+A decoded-tile entry (``tiles/<key>/``) holds ``images.npy`` uint8 [N,S,S,3], ``masks.npy``
+uint8 [N,S,S] in {0,1}, ``names.json`` and ``manifest.json``: the format version, tile count,
+size, a checksum of the names, each array's shape, dtype and byte size, the dataset's mask
+convention (a key of :data:`MASK_CONVENTIONS`) and its forest statistics
+(:func:`write_tile_manifest`, checked by :func:`tile_entry_problem`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from forest_seg.errors import ForestSegError
 
 CACHE_ENV = "FOREST_SEG_CACHE"
+TILE_CACHE_VERSION = 2  # bump when the decoded arrays change: 2 = per-dataset mask convention
+MANIFEST = "manifest.json"
+MASK_CONVENTIONS = {"0/255": "forest where grey > 127", "0/1": "forest where grey >= 1"}
 CACHE_HINT = f"set {CACHE_ENV} to a writable folder with free space (e.g. on a local disk)"
 _TEMP = re.compile(r"^\..+\.tmp-(?:(?P<host>[^/]+)-)?(?P<pid>\d+)-[0-9a-f]{32}$")
 
@@ -133,3 +146,73 @@ def discard(folder: Path) -> None:
     except OSError:
         return  # already gone (another process discarded it)
     shutil.rmtree(aside, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- tile entries
+def _names_checksum(names: Sequence[str]) -> str:
+    """SHA-256 of the names as JSON text."""
+    return hashlib.sha256(json.dumps(list(names)).encode()).hexdigest()
+
+
+def write_tile_manifest(folder: Path, names: Sequence[str], size: int, **stats: object) -> None:
+    """Write ``names.json`` and, last, ``manifest.json`` of the tile entry in ``folder``
+    (whose ``images.npy`` and ``masks.npy`` are complete); ``stats`` (``mask_convention``,
+    ``max_mask_grey``, ``forest_fraction``) are recorded as given."""
+    (folder / "names.json").write_text(json.dumps(list(names)))
+    manifest = {
+        "version": TILE_CACHE_VERSION, "tiles": len(names), "size": size,
+        "names_sha256": _names_checksum(names), **stats,
+        "arrays": {name: _array_info(folder / f"{name}.npy") for name in ("images", "masks")},
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+
+def _array_info(path: Path) -> dict:
+    """Shape, dtype and byte size of a ``.npy`` file (the header only is read)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(f)
+    return {"shape": list(shape), "dtype": str(dtype), "bytes": path.stat().st_size}
+
+
+def tile_entry_problem(folder: Path, names: Sequence[str], size: int) -> str | None:
+    """Why the tile cache entry ``folder`` cannot serve the tiles ``names`` at ``size``
+    (missing, or not matching its manifest or the expected arrays), or None when it can."""
+    if not folder.exists():
+        return "missing"
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        stored = json.loads((folder / "names.json").read_text())
+        arrays = {name: _array_info(folder / f"{name}.npy") for name in ("images", "masks")}
+    except (OSError, ValueError) as e:
+        return f"unreadable: {e}"
+    n = len(names)
+    expected = {
+        "version": TILE_CACHE_VERSION, "tiles": n, "size": size,
+        "names_sha256": _names_checksum(names),
+        "arrays": {
+            "images": {"shape": [n, size, size, 3], "dtype": "uint8"},
+            "masks": {"shape": [n, size, size], "dtype": "uint8"},
+        },
+    }
+    if not isinstance(manifest, dict):
+        return f"{MANIFEST} is not a JSON object"
+    for key in ("version", "tiles", "size", "names_sha256"):
+        if manifest.get(key) != expected[key]:
+            return f"{MANIFEST} {key} is {manifest.get(key)!r}, expected {expected[key]!r}"
+    if manifest.get("mask_convention") not in tuple(MASK_CONVENTIONS):
+        return f"{MANIFEST} mask_convention is {manifest.get('mask_convention')!r}"
+    if not isinstance(stored, list) or _names_checksum(stored) != manifest["names_sha256"]:
+        return "names.json does not match the manifest"
+    for name, info in arrays.items():
+        recorded = manifest.get("arrays")
+        recorded = recorded.get(name) if isinstance(recorded, dict) else None
+        if not isinstance(recorded, dict):
+            return f"{MANIFEST} does not describe {name}.npy"
+        wanted = {**recorded, **expected["arrays"][name]}
+        for field, value in info.items():
+            if value != wanted.get(field):
+                return f"{name}.npy {field} is {value}, expected {wanted.get(field)}"
+    return None

@@ -16,7 +16,6 @@ that does not match it is rebuilt, said in one warning line on stderr.
 
 import csv
 import hashlib
-import json
 import os
 import sys
 from collections import Counter, deque
@@ -28,7 +27,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from forest_seg.cache import build_atomically, cache_dir, discard
+from forest_seg.cache import (
+    MASK_CONVENTIONS,
+    TILE_CACHE_VERSION,
+    build_atomically,
+    cache_dir,
+    discard,
+    tile_entry_problem,
+    write_tile_manifest,
+)
 from forest_seg.errors import ConfigError, DatasetError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,10 +44,7 @@ META_CSV = "meta_data.csv"
 EXPECTED_LAYOUT = "meta_data.csv (columns image,mask) beside images/ and masks/"
 _SEARCH_DEPTH = 4
 _MASK_THRESHOLD = 127
-MASK_CONVENTIONS = {"0/255": "forest where grey > 127", "0/1": "forest where grey >= 1"}
 _ZERO_ONE_MAX = 15  # the largest grey value of a dataset whose masks are 0/1 (JPEG noise)
-_CACHE_VERSION = 2  # bump when the decoded arrays change: 2 = per-dataset mask convention
-_MANIFEST = "manifest.json"
 _PROGRESS_MIN_TILES = 500  # report decode progress on stderr above this many tiles
 _TILE_CACHE: dict[str, "TileSet"] = {}
 
@@ -188,7 +192,7 @@ def _refuse_duplicates(csv_path: Path, lines: dict[Path, list[int]]) -> None:
 def _cache_key(root: Path, rows: list[tuple[str, Path, Path]], size: int) -> str:
     """Hash of the cache format version, the resolved root, the CSV rows, each file's size and
     mtime, and ``size``."""
-    h = hashlib.sha256(f"v{_CACHE_VERSION}\n{root.resolve()}\n{size}\n".encode())
+    h = hashlib.sha256(f"v{TILE_CACHE_VERSION}\n{root.resolve()}\n{size}\n".encode())
     for _, image, mask in rows:
         for path in (image, mask):
             st = path.stat()
@@ -260,12 +264,9 @@ def decode_tile(
     return _decode_image(image_path, size), mask
 
 
-def _names_checksum(names: Sequence[str]) -> str:
-    return hashlib.sha256(json.dumps(list(names)).encode()).hexdigest()
-
-
 def _decode_into(folder: Path, root: Path, rows: list[tuple[str, Path, Path]], size: int) -> None:
-    """Decode every row into ``folder``: images.npy, masks.npy, names.json, then manifest.json.
+    """Decode every row into ``folder``: images.npy, masks.npy, then names.json and the
+    manifest (:func:`forest_seg.cache.write_tile_manifest`).
 
     Masks are decoded to grey values, the dataset's convention is detected from their
     maximum (:func:`mask_convention`) and they are thresholded in place. Raises
@@ -297,65 +298,10 @@ def _decode_into(folder: Path, root: Path, rows: list[tuple[str, Path, Path]], s
     images.flush()
     masks.flush()
     del images, masks
-    names = [name for name, _, _ in rows]
-    (folder / "names.json").write_text(json.dumps(names))
-    manifest = {
-        "version": _CACHE_VERSION, "tiles": n, "size": size, "names_sha256": _names_checksum(names),
-        "mask_convention": convention, "max_mask_grey": max_grey,
-        "forest_fraction": forest / (n * size * size),
-        "arrays": {name: _array_info(folder / f"{name}.npy") for name in ("images", "masks")},
-    }
-    (folder / _MANIFEST).write_text(json.dumps(manifest, indent=1))
-
-
-def _array_info(path: Path) -> dict:
-    """Shape, dtype and byte size of a ``.npy`` file (the header only is read)."""
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = read_header(f)
-    return {"shape": list(shape), "dtype": str(dtype), "bytes": path.stat().st_size}
-
-
-def cache_problem(folder: Path, names: Sequence[str], size: int) -> str | None:
-    """Why the tile cache entry ``folder`` cannot serve the tiles ``names`` at ``size``
-    (missing, or not matching its manifest), or None when it can."""
-    if not folder.exists():
-        return "missing"
-    try:
-        manifest = json.loads((folder / _MANIFEST).read_text())
-        stored = json.loads((folder / "names.json").read_text())
-        arrays = {name: _array_info(folder / f"{name}.npy") for name in ("images", "masks")}
-    except (OSError, ValueError) as e:
-        return f"unreadable: {e}"
-    n = len(names)
-    expected = {
-        "version": _CACHE_VERSION, "tiles": n, "size": size, "names_sha256": _names_checksum(names),
-        "arrays": {
-            "images": {"shape": [n, size, size, 3], "dtype": "uint8"},
-            "masks": {"shape": [n, size, size], "dtype": "uint8"},
-        },
-    }
-    if not isinstance(manifest, dict):
-        return f"{_MANIFEST} is not a JSON object"
-    for key in ("version", "tiles", "size", "names_sha256"):
-        if manifest.get(key) != expected[key]:
-            return f"{_MANIFEST} {key} is {manifest.get(key)!r}, expected {expected[key]!r}"
-    if manifest.get("mask_convention") not in tuple(MASK_CONVENTIONS):
-        return f"{_MANIFEST} mask_convention is {manifest.get('mask_convention')!r}"
-    if not isinstance(stored, list) or _names_checksum(stored) != manifest["names_sha256"]:
-        return "names.json does not match the manifest"
-    for name, info in arrays.items():
-        recorded = manifest.get("arrays")
-        recorded = recorded.get(name) if isinstance(recorded, dict) else None
-        if not isinstance(recorded, dict):
-            return f"{_MANIFEST} does not describe {name}.npy"
-        wanted = {**recorded, **expected["arrays"][name]}
-        for field, value in info.items():
-            if value != wanted.get(field):
-                return f"{name}.npy {field} is {value}, expected {wanted.get(field)}"
-    return None
+    write_tile_manifest(
+        folder, [name for name, _, _ in rows], size, mask_convention=convention,
+        max_mask_grey=max_grey, forest_fraction=forest / (n * size * size),
+    )
 
 
 def load_tiles(root: str | Path, size: int) -> TileSet:
@@ -379,7 +325,7 @@ def load_tiles(root: str | Path, size: int) -> TileSet:
         return _TILE_CACHE[key]
     final = cache_dir() / "tiles" / key
     names = [name for name, _, _ in rows]
-    problem = cache_problem(final, names, size)
+    problem = tile_entry_problem(final, names, size)
     if problem not in (None, "missing"):
         print(f"forest-seg: warning: tile cache {final} is damaged ({problem}); rebuilding it",
               file=sys.stderr)
@@ -387,7 +333,7 @@ def load_tiles(root: str | Path, size: int) -> TileSet:
     build_atomically(
         final,
         lambda tmp: _decode_into(tmp, root, rows, size),
-        lambda folder: cache_problem(folder, names, size) is None,
+        lambda folder: tile_entry_problem(folder, names, size) is None,
     )
     tiles = TileSet(
         images=np.load(final / "images.npy", mmap_mode="r"),

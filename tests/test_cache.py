@@ -88,15 +88,15 @@ def test_a_damaged_entry_is_rebuilt_with_one_warning(root, damage, capsys):
     assert not [p for p in folder.parent.iterdir() if ".tmp-" in p.name]
 
 
-def test_cache_problem_names_the_damage(root):
+def test_tile_entry_problem_names_the_damage(root):
     folder = entry(root)
     names = data.load_tiles(root, 32).names
-    assert data.cache_problem(folder, names, 32) is None
-    assert "tiles" in data.cache_problem(folder, names[:3], 32)
-    assert "size" in data.cache_problem(folder, names, 16)
+    assert cache.tile_entry_problem(folder, names, 32) is None
+    assert "tiles" in cache.tile_entry_problem(folder, names[:3], 32)
+    assert "size" in cache.tile_entry_problem(folder, names, 16)
     damage_truncate_images(folder)
-    assert "images.npy" in data.cache_problem(folder, names, 32)
-    assert data.cache_problem(folder.parent / "nothing", names, 32) == "missing"
+    assert "images.npy" in cache.tile_entry_problem(folder, names, 32)
+    assert cache.tile_entry_problem(folder.parent / "nothing", names, 32) == "missing"
 
 
 def test_a_dead_writers_temp_folder_is_removed(root, own_cache):
