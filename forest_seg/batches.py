@@ -28,7 +28,7 @@ from .data import (
     select_tiles,
     split_indices,
 )
-from .errors import DatasetError
+from .errors import ConfigError, DatasetError
 from .points import SparsePoints, sample_points_sparse, scatter_points
 
 # Keeps the validation points of a trial apart from its training points' random stream.
@@ -138,6 +138,21 @@ class TrialData:
     image_size: int
 
 
+def _check_training_size(cfg: TrainConfig, n_train: int) -> None:
+    """Raise :class:`DatasetError` when the training side holds fewer tiles than a batch."""
+    if n_train >= cfg.batch_size:
+        return
+    tiles = "1 tile" if n_train == 1 else f"{n_train} tiles"
+    fixes = "lower --batch-size" if cfg.val_data is not None else (
+        "lower --val-fraction or --batch-size")
+    if cfg.max_tiles is not None:
+        fixes += ", or raise --max-tiles"
+    raise DatasetError(
+        f"data={cfg.data}: the training split has {tiles}, fewer than batch_size="
+        f"{cfg.batch_size}: {fixes}"
+    )
+
+
 def prepare_trial_data(cfg: TrainConfig) -> TrialData:
     """Load (or reuse) the decoded tiles, split them and draw the trial's fixed point labels.
 
@@ -150,8 +165,15 @@ def prepare_trial_data(cfg: TrainConfig) -> TrialData:
     :func:`~forest_seg.points.sample_points_batch`), and ``points == 0`` (dense supervision)
     keeps no labels of its own: the masks are the labels. Validation labels use the same
     strategy and count as training (they give ``val_loss``); the dense validation masks give
-    every ``val_*`` metric. Raises :class:`DatasetError` naming a missing or unusable root.
+    every ``val_*`` metric. Raises :class:`DatasetError` naming a missing or unusable root or
+    a training side smaller than a batch, :class:`ConfigError` for more points than pixels.
     """
+    pixels = cfg.image_size**2
+    if cfg.points > pixels:
+        raise ConfigError(
+            f"points={cfg.points} is more than the {pixels} pixels of a tile at "
+            f"image_size={cfg.image_size}; use --points <= {pixels} (or 0 for dense supervision)"
+        )
     tiles = load_tiles(resolve_data_root(cfg.data), cfg.image_size)
     if cfg.val_data is None:
         val_tiles = tiles
@@ -166,11 +188,7 @@ def prepare_trial_data(cfg: TrainConfig) -> TrialData:
             raise DatasetError(f"val_data: {e}") from e
         train_idx = select_tiles(len(tiles), cfg.max_tiles, cfg.seed)
         val_idx = np.arange(len(val_tiles), dtype=np.int64)
-        if len(train_idx) < 2:
-            raise DatasetError(
-                f"data={cfg.data}: training needs at least 2 tiles (a batch of one cannot "
-                f"train BatchNorm), the dataset has {len(train_idx)}"
-            )
+    _check_training_size(cfg, len(train_idx))
 
     def side(source: TileSet, indices: np.ndarray, seed: int) -> SplitData:
         labels = None if cfg.points == 0 else sample_points_sparse(

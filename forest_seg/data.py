@@ -4,15 +4,20 @@ A dataset root holds ``meta_data.csv`` (columns ``image,mask``: file names insid
 and ``masks/``), RGB JPEG tiles and JPEG masks (white = forest). Tiles are decoded once per
 (root, size) into ``cache_dir()/tiles/<key>/`` and memory-mapped afterwards, so concurrent
 trials on one node share one decoded copy through the page cache.
+
+Masks are read per dataset in one of two conventions (:data:`MASK_CONVENTIONS`), detected
+from the decoded grey values of all its masks: ``0/255`` (the Kaggle JPEGs: forest where
+grey > 127) or ``0/1`` (many other datasets: forest where grey >= 1), chosen when no mask
+pixel of the dataset is above 15 (JPEG noise lifts 0/1 masks to grey 2 or so; a 0/255
+dataset with any forest has values near 255). A cache entry carries a manifest (tile count,
+array shapes, dtypes and byte sizes, a checksum of the names, the mask convention); an entry
+that does not match it is rebuilt, said in one warning line on stderr.
 """
 
 import csv
 import hashlib
-import json
 import os
-import shutil
 import sys
-import uuid
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +27,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from forest_seg.cache import cache_dir
+from forest_seg.cache import (
+    MASK_CONVENTIONS,
+    TILE_CACHE_VERSION,
+    build_atomically,
+    cache_dir,
+    discard,
+    tile_entry_problem,
+    write_tile_manifest,
+)
 from forest_seg.errors import ConfigError, DatasetError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -31,17 +44,20 @@ META_CSV = "meta_data.csv"
 EXPECTED_LAYOUT = "meta_data.csv (columns image,mask) beside images/ and masks/"
 _SEARCH_DEPTH = 4
 _MASK_THRESHOLD = 127
+_ZERO_ONE_MAX = 15  # the largest grey value of a dataset whose masks are 0/1 (JPEG noise)
 _PROGRESS_MIN_TILES = 500  # report decode progress on stderr above this many tiles
 _TILE_CACHE: dict[str, "TileSet"] = {}
 _NORMALISATION: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def find_dataset_root(root: str | Path) -> Path:
-    """The folder holding ``meta_data.csv``: ``root`` itself or the shallowest folder below it.
+    """The folder holding ``meta_data.csv``: ``root`` itself or the one folder below it that does.
 
-    Searches breadth-first up to 4 levels deep, siblings in name order (the Kaggle archive
-    nests the data as ``Forest Segmented/Forest Segmented/``). A path to the CSV itself is
-    accepted too. Raises :class:`DatasetError` when ``root`` is missing or holds no CSV.
+    Searches breadth-first up to 4 levels deep, skipping hidden folders and the inside of a
+    dataset folder (the Kaggle archive nests the data as ``Forest Segmented/Forest
+    Segmented/``). A path to the CSV itself is accepted too. Raises :class:`DatasetError`
+    when ``root`` is missing, holds no CSV, or holds more than one dataset (naming them:
+    which one to train on is the user's choice, never picked silently).
     """
     root = Path(root).expanduser()
     if not root.exists():
@@ -51,17 +67,30 @@ def find_dataset_root(root: str | Path) -> Path:
         )
     if root.is_file() and root.name == META_CSV:
         return root.parent
+    found: list[Path] = []
     queue = deque([(root, 0)])
     while queue:
         folder, depth = queue.popleft()
         if (folder / META_CSV).is_file():
-            return folder
+            if folder == root:
+                return root
+            found.append(folder)
+            continue
         if depth < _SEARCH_DEPTH:
             try:
-                children = sorted(e.path for e in os.scandir(folder) if e.is_dir())
+                children = sorted(
+                    e.path for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")
+                )
             except OSError:
                 continue
             queue.extend((Path(c), depth + 1) for c in children)
+    if len(found) > 1:
+        raise DatasetError(
+            f"{root} holds {len(found)} datasets ({META_CSV} in "
+            f"{', '.join(str(f) for f in found)}); pass the folder of the one to use"
+        )
+    if found:
+        return found[0]
     raise DatasetError(
         f"no {META_CSV} found in {root} or up to {_SEARCH_DEPTH} levels below it; "
         f"expected the Kaggle layout: {EXPECTED_LAYOUT}"
@@ -105,10 +134,14 @@ class TileSet:
 
 
 def dataset_rows(root: Path) -> list[tuple[str, Path, Path]]:
-    """(image name, image path, mask path) per CSV row, checking columns and files exist."""
+    """(image name, image path, mask path) per CSV row, checking columns and files exist.
+
+    The CSV may start with a UTF-8 byte-order mark. An image file listed twice is refused
+    (naming it and its rows): it would sit in both training and validation.
+    """
     csv_path = root / META_CSV
     try:
-        with open(csv_path, newline="") as f:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None:
                 raise DatasetError(
@@ -127,6 +160,7 @@ def dataset_rows(root: Path) -> list[tuple[str, Path, Path]]:
     if not raw:
         raise DatasetError(f"{csv_path} lists no tiles; expected rows of image,mask file names")
     rows = []
+    lines: dict[Path, list[int]] = {}
     for line, (image, mask) in enumerate(raw, start=2):
         paths = []
         for value, folder, column in ((image, "images", "image"), (mask, "masks", "mask")):
@@ -138,12 +172,28 @@ def dataset_rows(root: Path) -> list[tuple[str, Path, Path]]:
                 raise DatasetError(f"{csv_path} row {line}: {column} file {path} does not exist")
             paths.append(path)
         rows.append((paths[0].name, paths[0], paths[1]))
+        lines.setdefault(paths[0].resolve(), []).append(line)
+    _refuse_duplicates(csv_path, lines)
     return rows
 
 
+def _refuse_duplicates(csv_path: Path, lines: dict[Path, list[int]]) -> None:
+    """Raise :class:`DatasetError` when an image file is listed on more than one CSV row."""
+    repeated = {path: rows for path, rows in lines.items() if len(rows) > 1}
+    if not repeated:
+        return
+    path, rows = next(iter(repeated.items()))
+    more = f"; {len(repeated) - 1} more image file(s) repeated" if len(repeated) > 1 else ""
+    raise DatasetError(
+        f"{csv_path}: image file {path.name} is listed on rows {', '.join(map(str, rows))}{more}; "
+        "each tile must be listed once (a repeat could sit in both training and validation)"
+    )
+
+
 def _cache_key(root: Path, rows: list[tuple[str, Path, Path]], size: int) -> str:
-    """Hash of the resolved root, the CSV rows, each file's size and mtime, and ``size``."""
-    h = hashlib.sha256(f"{root.resolve()}\n{size}\n".encode())
+    """Hash of the cache format version, the resolved root, the CSV rows, each file's size and
+    mtime, and ``size``."""
+    h = hashlib.sha256(f"v{TILE_CACHE_VERSION}\n{root.resolve()}\n{size}\n".encode())
     for _, image, mask in rows:
         for path in (image, mask):
             st = path.stat()
@@ -182,48 +232,90 @@ def _decode_image(path: Path, size: int) -> np.ndarray:
     return _decode(path, size, "RGB", Image.Resampling.BILINEAR, "image")
 
 
-def threshold_mask(gray: np.ndarray) -> np.ndarray:
-    """uint8 {0,1} of the same shape: 1 where a grayscale JPEG mask value is > 127."""
+def mask_convention(max_grey: int) -> str:
+    """The mask convention of a dataset (a key of :data:`MASK_CONVENTIONS`) from the largest
+    grey value of all its masks: ``0/1`` when it is <= 15 (1 in PNGs, about 2 in JPEGs),
+    else ``0/255``."""
+    return "0/1" if max_grey <= _ZERO_ONE_MAX else "0/255"
+
+
+def threshold_mask(gray: np.ndarray, convention: str = "0/255") -> np.ndarray:
+    """uint8 {0,1} of the same shape: 1 where a grayscale mask value is forest.
+
+    ``0/255`` (JPEG masks, white = forest): grey > 127. ``0/1``: grey >= 1.
+    """
+    if convention not in MASK_CONVENTIONS:
+        raise ValueError(f"mask convention must be one of {sorted(MASK_CONVENTIONS)}")
+    if convention == "0/1":
+        return (gray >= 1).astype(np.uint8)
     return (gray > _MASK_THRESHOLD).astype(np.uint8)
 
 
 def _decode_mask(path: Path, size: int) -> np.ndarray:
-    """uint8 [size,size] in {0,1}: grayscale, nearest-neighbour resize, threshold > 127."""
-    return threshold_mask(_decode(path, size, "L", Image.Resampling.NEAREST, "mask"))
+    """uint8 [size,size] grey values of a mask: grayscale, nearest-neighbour resize."""
+    return _decode(path, size, "L", Image.Resampling.NEAREST, "mask")
 
 
-def decode_tile(image_path: Path, mask_path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+def decode_tile(
+    image_path: Path, mask_path: Path, size: int, convention: str = "0/255"
+) -> tuple[np.ndarray, np.ndarray]:
     """One tile as the cache holds it: the image uint8 [size,size,3] (RGB, bilinear resize)
-    and its mask uint8 [size,size] in {0,1} (nearest resize, threshold > 127)."""
-    return _decode_image(image_path, size), _decode_mask(mask_path, size)
+    and its mask uint8 [size,size] in {0,1} (nearest resize, thresholded per ``convention``)."""
+    mask = threshold_mask(_decode_mask(mask_path, size), convention)
+    return _decode_image(image_path, size), mask
 
 
 def _decode_into(folder: Path, root: Path, rows: list[tuple[str, Path, Path]], size: int) -> None:
-    """Decode every row into ``folder``/images.npy, masks.npy, names.json (written in place)."""
+    """Decode every row into ``folder``: images.npy, masks.npy, then names.json and the
+    manifest (:func:`forest_seg.cache.write_tile_manifest`).
+
+    Masks are decoded to grey values, the dataset's convention is detected from their
+    maximum (:func:`mask_convention`) and they are thresholded in place. Raises
+    :class:`DatasetError` when no mask holds a forest pixel.
+    """
     n = len(rows)
     images = np.lib.format.open_memmap(folder / "images.npy", "w+", np.uint8, (n, size, size, 3))
     masks = np.lib.format.open_memmap(folder / "masks.npy", "w+", np.uint8, (n, size, size))
     step = -(-n // 10)
     if n > _PROGRESS_MIN_TILES:
         print(f"forest-seg: decoding {n} tiles of {root} at {size} px (once)", file=sys.stderr)
+    max_grey = 0
     for i, (_, image, mask) in enumerate(rows):
-        images[i], masks[i] = decode_tile(image, mask, size)
+        images[i], masks[i] = _decode_image(image, size), _decode_mask(mask, size)
+        max_grey = max(max_grey, int(masks[i].max()))
         if n > _PROGRESS_MIN_TILES and ((i + 1) % step == 0 or i + 1 == n):
             print(f"forest-seg: decoded {i + 1}/{n} tiles", file=sys.stderr)
+    convention = mask_convention(max_grey)
+    forest = 0
+    for i in range(n):
+        masks[i] = threshold_mask(masks[i], convention)
+        forest += int(masks[i].sum())
+    if forest == 0:
+        raise DatasetError(
+            f"the masks of {root} hold no forest pixel: {n} tiles, grey values 0..{max_grey}, "
+            f"read as {convention} masks ({MASK_CONVENTIONS[convention]}); expected masks with "
+            "white (255) or 1 = forest"
+        )
     images.flush()
     masks.flush()
     del images, masks
-    (folder / "names.json").write_text(json.dumps([name for name, _, _ in rows]))
+    write_tile_manifest(
+        folder, [name for name, _, _ in rows], size, mask_convention=convention,
+        max_mask_grey=max_grey, forest_fraction=forest / (n * size * size),
+    )
 
 
 def load_tiles(root: str | Path, size: int) -> TileSet:
     """Decode every tile of the dataset at ``root`` to ``size`` x ``size`` px, once.
 
-    Images: RGB, bilinear resize. Masks: grayscale, nearest resize, threshold > 127 -> {0,1}.
-    The result is cached on disk under ``cache_dir()/tiles/<key>/`` (key: resolved root, CSV
-    rows, file sizes and mtimes, ``size``; written atomically) and loaded back as read-only
-    memory maps; repeat calls in one process return the same :class:`TileSet` object.
-    Raises :class:`DatasetError` naming the CSV, row or file at fault.
+    Images: RGB, bilinear resize. Masks: grayscale, nearest resize, thresholded per the
+    dataset's detected convention (module docstring) -> {0,1}. The result is cached on disk
+    under ``cache_dir()/tiles/<key>/`` (key: cache format version, resolved root, CSV rows,
+    file sizes and mtimes, ``size``; written atomically, with a manifest) and loaded back as
+    read-only memory maps; an entry that does not match its manifest is rebuilt, said in one
+    stderr line. Repeat calls in one process return the same :class:`TileSet` object.
+    Raises :class:`DatasetError` naming the CSV, row or file at fault, or a dataset without
+    forest; :class:`~forest_seg.errors.ForestSegError` naming an unwritable cache folder.
     """
     root = find_dataset_root(root)
     if size < 1:
@@ -233,18 +325,17 @@ def load_tiles(root: str | Path, size: int) -> TileSet:
     if key in _TILE_CACHE:
         return _TILE_CACHE[key]
     final = cache_dir() / "tiles" / key
-    if not (final / "names.json").is_file():
-        tmp = final.parent / f".{key}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
-        tmp.mkdir(parents=True)
-        try:
-            _decode_into(tmp, root, rows, size)
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "names.json").is_file():  # not a concurrent writer that won
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    names = json.loads((final / "names.json").read_text())
+    names = [name for name, _, _ in rows]
+    problem = tile_entry_problem(final, names, size)
+    if problem not in (None, "missing"):
+        print(f"forest-seg: warning: tile cache {final} is damaged ({problem}); rebuilding it",
+              file=sys.stderr)
+        discard(final)
+    build_atomically(
+        final,
+        lambda tmp: _decode_into(tmp, root, rows, size),
+        lambda folder: tile_entry_problem(folder, names, size) is None,
+    )
     tiles = TileSet(
         images=np.load(final / "images.npy", mmap_mode="r"),
         masks=np.load(final / "masks.npy", mmap_mode="r"),

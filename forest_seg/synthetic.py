@@ -12,15 +12,12 @@ the same bytes.
 """
 
 import csv
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from forest_seg.cache import cache_dir
+from forest_seg.cache import build_atomically, cache_dir
 from forest_seg.errors import ConfigError
 
 _JPEG_QUALITY = 90
@@ -224,18 +221,12 @@ def default_synthetic_root(n: int = 512, size: int = 128, seed: int = 0) -> Path
 
     Lives in ``cache_dir()/synthetic-n{n}-s{size}-seed{seed}``. It is written into a private
     temporary folder and renamed into place, so a crash or concurrent processes never leave a
-    half-written dataset; an existing folder with ``meta_data.csv`` is reused as is.
+    half-written dataset (:func:`forest_seg.cache.build_atomically`); an existing folder with
+    ``meta_data.csv`` is reused as is.
     """
     final = cache_dir() / f"synthetic-n{n}-s{size}-seed{seed}"
-    if (final / "meta_data.csv").is_file():
-        return final
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
-    try:
-        make_synthetic_dataset(tmp, n, size, seed)
-        os.rename(tmp, final)
-    except OSError:
-        if not (final / "meta_data.csv").is_file():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return build_atomically(
+        final,
+        lambda tmp: make_synthetic_dataset(tmp, n, size, seed),
+        lambda folder: (folder / "meta_data.csv").is_file(),
+    )

@@ -601,6 +601,84 @@ def test_missing_dir_and_missing_results_are_clear_errors(tmp_path):
         load_experiment(tmp_path)
 
 
+def cut_mid_number(path, column):
+    """Cut ``path`` inside the last row's ``column`` value (as a crash mid-write would)."""
+    text = path.read_text()
+    header, *rows = text.splitlines(keepends=True)
+    k = header.rstrip("\n").split(",").index(column)
+    start = len(text) - len(rows[-1])
+    cut = start + len(",".join(rows[-1].split(",")[:k])) + 3  # comma and two characters
+    path.write_text(text[:cut])
+    return text[cut - 3:cut]
+
+
+def test_results_cut_mid_number_is_refused_naming_the_line(tmp_path):
+    rows = points_study().to_dict("records")
+    exp = write_exp(tmp_path / "exp", rows, history_rows(rows))
+    assert cut_mid_number(exp / "results.csv", "best_val_miou") == ",0."  # "0." parses
+    with pytest.raises(ResultsError) as err:
+        load_experiment(exp)
+    assert f"{exp / 'results.csv'} line 11: " in str(err.value)  # header + 10 rows
+    assert "fields, the header has" in str(err.value)
+
+
+def test_a_file_cut_in_its_last_column_is_refused(tmp_path):
+    rows = points_study().to_dict("records")
+    exp = write_exp(tmp_path / "exp", rows, history_rows(rows))
+    cut_mid_number(exp / "history.csv", list(history_rows(rows)[0])[-1])  # diverged: "Fa"
+    with pytest.raises(ResultsError, match=r"history\.csv line 41: the file ends mid-line"):
+        load_experiment(exp)
+
+
+@pytest.mark.parametrize(("file", "change", "expected"), [
+    ("results.csv", {"val_miou": "0.6x"}, "line 4: val_miou='0.6x' is not a number"),
+    ("results.csv", {"epochs": "four"}, "line 4: epochs='four' is not a number"),
+    ("results.csv", {"status": "RUNNING"}, "line 4: status='RUNNING' is not one of COMPLETED"),
+    ("results.csv", {"trial_id": None}, "line 4: trial_id is empty"),
+    ("history.csv", {"epoch": None}, "line 4: epoch is empty"),
+    ("history.csv", {"val_loss": "n/a!"}, "line 4: val_loss='n/a!' is not a number"),
+])
+def test_malformed_values_are_refused_naming_file_line_and_column(tmp_path, file, change,
+                                                                   expected):
+    rows = points_study().to_dict("records")
+    history = history_rows(rows)
+    target = rows if file == "results.csv" else history
+    target[2] = {**target[2], **change}  # the third row: line 4
+    exp = write_exp(tmp_path / "exp", rows, history)
+    with pytest.raises(ResultsError) as err:
+        load_experiment(exp)
+    assert str(err.value).startswith(f"{exp / file} {expected}")
+
+
+def test_a_broken_results_file_is_rebuilt_from_ray_folders_and_said(tmp_path, caplog):
+    params = {"points": 50, "lr": 1e-4, "seed": 0, "epochs": 2}
+    epochs = [{"epoch": e, "val_miou": 0.3 * e, "val_iou": 0.4, "val_loss": 0.9,
+               "diverged": False} for e in (1, 2)]
+    write_ray_trial(tmp_path, "trainable_abc12_00000_0", params, epochs)
+    ray_trials, ray_epochs = load_experiment(tmp_path)
+    row = trial("abc12_00000", best=0.6, epochs=2, max_epochs=2)
+    write_exp(tmp_path, [row], history_rows([row]))
+    cut_mid_number(tmp_path / "results.csv", "best_val_miou")
+    with caplog.at_level("WARNING", logger="forest_seg.analysis.load"):
+        trials, history = load_experiment(tmp_path)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "results.csv line 2: " in warnings[0].getMessage()
+    assert "rebuilt results.csv from Ray Tune's trial folders" in warnings[0].getMessage()
+    pd.testing.assert_frame_equal(trials, ray_trials)
+    assert trials.loc[0, "best_val_miou"] == pytest.approx(0.6) and trials.loc[0, "epochs"] == 2
+    assert len(history) == 2  # the intact history.csv is still used
+
+
+def test_a_byte_order_mark_and_crlf_lines_are_read(tmp_path):
+    rows = points_study().to_dict("records")
+    exp = write_exp(tmp_path / "exp", rows)
+    text = (exp / "results.csv").read_text()
+    (exp / "results.csv").write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    trials, _ = load_experiment(exp)
+    assert len(trials) == 10 and "trial_id" in trials.columns
+
+
 # --------------------------------------------------------------------------- markdown, plots
 def test_to_markdown_without_tabulate():
     frame = pd.DataFrame({"name": ["a|b", "c"], "x": [0.5, float("nan")], "ok": [True, False]})

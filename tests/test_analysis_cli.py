@@ -107,14 +107,20 @@ def test_quickstart_configuration_table_says_seeds_and_epochs(tmp_path):
     assert all("lr=0.001 " in ln for ln in lines[3:])  # NaN means last
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty"])
+@pytest.mark.parametrize("kind", ["missing", "empty", "truncated"])
 def test_bad_dir_exits_2_with_one_line(analyze_cli, tmp_path, capsys, kind):
     bad = tmp_path / "nope"
     if kind == "empty":
         bad.mkdir()
+    if kind == "truncated":  # results.csv cut mid-number: a short last row
+        make_grid(bad)
+        text = (bad / "results.csv").read_text()
+        (bad / "results.csv").write_text(text[:text.rindex(",0.", 0, len(text) - 30) + 3])
     assert analyze_cli.main([str(bad), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and str(bad) in err
+    if kind == "truncated":
+        assert "results.csv line 13: " in err  # the header and 12 trials: the last row
     assert "Traceback" not in err
 
 

@@ -8,7 +8,7 @@ import torch
 from forest_seg.batches import VAL_POINTS_SEED_OFFSET, prepare_trial_data
 from forest_seg.config import TrainConfig
 from forest_seg.data import load_tiles, split_indices
-from forest_seg.errors import DatasetError
+from forest_seg.errors import ConfigError, DatasetError
 from forest_seg.points import IGNORE_INDEX, sample_points_batch
 from forest_seg.synthetic import make_synthetic_dataset
 
@@ -23,8 +23,9 @@ def two_roots(tmp_path):
 
 
 def config(train, val, **changes):
-    return TrainConfig(data=str(train), val_data=str(val), image_size=32, points=5,
-                       pretrained="none", device="cpu", **changes)
+    return TrainConfig(**{"data": str(train), "val_data": str(val), "image_size": 32,
+                          "points": 5, "batch_size": 2, "pretrained": "none", "device": "cpu",
+                          **changes})
 
 
 def test_all_of_data_trains_and_all_of_val_data_validates(two_roots):
@@ -79,7 +80,7 @@ def test_val_data_cli_flag_reports_a_missing_folder_in_one_line(two_roots, tmp_p
 
 def test_training_on_a_single_tile_is_refused(tmp_path, two_roots):
     one = make_synthetic_dataset(tmp_path / "one", n=1, size=32, seed=3)
-    with pytest.raises(DatasetError, match="at least 2 tiles"):
+    with pytest.raises(DatasetError, match="training split has 1 tile, fewer than batch_size=2"):
         prepare_trial_data(config(one, two_roots[1]))
 
 
@@ -91,7 +92,8 @@ def ten_tiles(tmp_path_factory):
 
 def trial(root, **changes):
     return prepare_trial_data(TrainConfig(data=str(root), image_size=64, split="random",
-                                          pretrained="none", device="cpu", **changes))
+                                          pretrained="none", device="cpu",
+                                          **{"batch_size": 2, **changes}))
 
 
 @pytest.mark.parametrize(("strategy", "seed"), [("balanced", 0), ("uniform", 3), ("forest", 5),
@@ -134,3 +136,43 @@ def test_dense_supervision_keeps_no_labels_of_its_own(ten_tiles):
     masks = load_tiles(ten_tiles, 64).masks
     assert torch.equal(batch.mask, torch.from_numpy(masks[data.train.tiles[:4]]).long())
     assert torch.equal(data.train.dense_labels(), torch.from_numpy(masks[data.train.tiles]))
+
+
+@pytest.mark.parametrize(("changes", "n_train", "fixes"), [
+    ({"max_tiles": 2, "split": "random"}, 1,
+     "lower --val-fraction or --batch-size, or raise --max-tiles"),
+    ({"val_fraction": 0.99, "split": "random"}, 1, "lower --val-fraction or --batch-size"),
+    ({"batch_size": 8, "split": "random"}, 5, "lower --val-fraction or --batch-size"),
+])
+def test_a_training_split_smaller_than_a_batch_is_refused(two_roots, changes, n_train, fixes):
+    cfg = TrainConfig(data=str(two_roots[0]), image_size=32, points=5, pretrained="none",
+                      device="cpu", **{"batch_size": 2, **changes})
+    tiles = "1 tile" if n_train == 1 else f"{n_train} tiles"
+    with pytest.raises(DatasetError) as err:
+        prepare_trial_data(cfg)
+    message = str(err.value)
+    assert f"training split has {tiles}, fewer than batch_size={cfg.batch_size}: {fixes}" in (
+        message)
+    assert str(two_roots[0]) in message
+    if n_train >= 2:  # a batch that small is fine
+        assert len(prepare_trial_data(cfg.replace(batch_size=n_train)).train) == n_train
+
+
+def test_scene_split_leaving_one_training_tile_is_refused(tmp_path):
+    root = make_synthetic_dataset(tmp_path / "d", n=4, size=32, seed=5)
+    scenes = load_tiles(root, 32).scenes  # 2 scenes: one goes to validation
+    cfg = TrainConfig(data=str(root), image_size=32, points=5, pretrained="none", device="cpu",
+                      batch_size=4, split="scene", val_fraction=0.5)
+    n_train = len(prepare_trial_data(cfg.replace(batch_size=2)).train)
+    assert len(set(scenes)) == 2 and n_train < 4
+    with pytest.raises(DatasetError, match=f"training split has {n_train} tiles?, fewer than "
+                                           "batch_size=4"):
+        prepare_trial_data(cfg)
+
+
+def test_more_points_than_pixels_is_refused(two_roots):
+    with pytest.raises(ConfigError) as err:
+        prepare_trial_data(config(*two_roots, points=5000))
+    message = str(err.value)
+    assert "points=5000" in message and "1024 pixels" in message and "image_size=32" in message
+    assert len(prepare_trial_data(config(*two_roots, points=1024)).train) == 6  # every pixel

@@ -1,6 +1,7 @@
 """Tests for forest_seg.data on hand-made tiny datasets (pixel values known) and the real sample."""
 
 import csv
+import json
 import os
 import pickle
 import shutil
@@ -84,10 +85,21 @@ def test_find_dataset_root_itself_nested_and_csv_path(tmp_path):
     assert find_dataset_root(str(tmp_path / "Forest Segmented")) == inner
     assert find_dataset_root(inner / "meta_data.csv") == inner
     assert data.resolve_data_root(tmp_path) == inner
-    for folder in ("a/deep/er", "b", "c"):
-        (tmp_path / folder).mkdir(parents=True)
-        (tmp_path / folder / "meta_data.csv").write_text("image,mask\n")
-    assert find_dataset_root(tmp_path) == tmp_path / "b"  # shallowest first, then by name
+    (inner / "images" / "meta_data.csv").write_text("image,mask\n")  # inside a dataset: no
+    (tmp_path / ".hidden").mkdir()  # hidden folders are not searched
+    (tmp_path / ".hidden" / "meta_data.csv").write_text("image,mask\n")
+    assert find_dataset_root(tmp_path) == inner
+
+
+def test_two_datasets_below_data_are_refused_naming_both(tmp_path):
+    write_dataset(tmp_path / "Forest Segmented" / "Forest Segmented")
+    (tmp_path / "a" / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "a" / "deep" / "er" / "meta_data.csv").write_text("image,mask\n")
+    with pytest.raises(DatasetError, match="holds 2 datasets") as e:
+        find_dataset_root(tmp_path)
+    for folder in ("Forest Segmented/Forest Segmented", "a/deep/er"):
+        assert str(tmp_path / folder) in str(e.value)
+    assert find_dataset_root(tmp_path / "a") == tmp_path / "a" / "deep" / "er"  # one: fine
 
 
 def test_find_dataset_root_errors_name_path_and_layout(tmp_path):
@@ -240,7 +252,8 @@ def test_disk_cache_decodes_once_then_memory_maps(tiny, monkeypatch):
     assert again.names == NAMES
     folder = Path(again.images.filename).parent
     assert folder.parent == cache_dir() / "tiles"
-    assert {p.name for p in folder.iterdir()} == {"images.npy", "masks.npy", "names.json"}
+    assert {p.name for p in folder.iterdir()} == {"images.npy", "masks.npy", "names.json",
+                                                  "manifest.json"}
     assert not tmp_leftovers()
     load_tiles(tiny, 8)  # another size is another entry
     assert len(calls) == 20
@@ -414,3 +427,87 @@ def test_resize_pixels_shrinks_with_antialiasing():
     assert small.shape == (4, 4, 3) and small.dtype == np.uint8
     assert np.abs(small.astype(int) - 128).max() <= 2
     assert np.array_equal(resize_pixels(rgb, 16), rgb)  # already that size: unchanged
+
+
+def recode_masks(source: Path, target: Path, fmt: str, scale: int) -> Path:
+    """A copy of the dataset at ``source`` whose masks are saved again as ``fmt`` files of
+    grey values {0, ``scale``} (the same forest pixels), listed in a new CSV."""
+    shutil.copytree(source / "images", target / "images")
+    (target / "masks").mkdir()
+    rows = []
+    with open(source / "meta_data.csv", newline="") as f:
+        for image, mask in list(csv.reader(f))[1:]:
+            grey = np.asarray(Image.open(source / "masks" / mask).convert("L"))
+            name = f"{Path(mask).stem}.{fmt}"
+            Image.fromarray(((grey > 127) * scale).astype(np.uint8)).save(target / "masks" / name)
+            rows.append([image, name])
+    with open(target / "meta_data.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["image", "mask"], *rows])
+    return target
+
+
+def test_zero_one_png_masks_give_the_forest_of_zero_255_jpeg_masks(tmp_path):
+    jpeg = synthetic.make_synthetic_dataset(tmp_path / "jpeg", n=6, size=32, seed=4)
+    png01 = recode_masks(jpeg, tmp_path / "png01", "png", 1)
+    png255 = recode_masks(jpeg, tmp_path / "png255", "png", 255)
+    jpeg01 = recode_masks(jpeg, tmp_path / "jpeg01", "jpg", 1)
+    roots = (jpeg, png01, png255, jpeg01)
+    masks = {root.name: load_tiles(root, 32).masks for root in roots}
+    assert 0.2 < masks["jpeg"].mean() < 0.9
+    assert masks["png01"].mean() == masks["jpeg"].mean()
+    np.testing.assert_array_equal(masks["png01"], masks["png255"])
+    np.testing.assert_array_equal(masks["png01"], masks["jpeg"])
+    # 0/1 JPEGs (quality 75): compression noise (grey 0..2) flips edge pixels, not the mask
+    assert abs(masks["jpeg01"].mean() - masks["jpeg"].mean()) < 0.05
+    assert (masks["jpeg01"] == masks["jpeg"]).mean() > 0.8
+    manifests = {root.name: json.loads(
+        (Path(load_tiles(root, 32).masks.filename).parent / "manifest.json").read_text())
+        for root in (jpeg, png01, jpeg01)}
+    assert manifests["png01"]["mask_convention"] == "0/1"
+    assert manifests["jpeg01"]["mask_convention"] == "0/1"
+    assert manifests["jpeg"]["mask_convention"] == "0/255"
+
+
+def test_masks_without_forest_are_refused_naming_the_numbers(tmp_path):
+    root = write_dataset(tmp_path / "d", n=2)  # tile 2 has no forest; tile 1 has 128 px
+    Image.fromarray(np.full((16, 16), 100, np.uint8)).save(root / "masks" / "100_mask_1.jpg",
+                                                           quality=100)
+    with pytest.raises(DatasetError) as e:
+        load_tiles(root, 16)
+    message = str(e.value)
+    assert str(root) in message and "no forest" in message and "2 tiles" in message
+    assert "0..100" in message and "0/255" in message
+    assert not tmp_leftovers()
+
+
+def test_threshold_mask_conventions():
+    gray = np.array([0, 1, 2, 127, 128, 255], np.uint8)
+    assert data.threshold_mask(gray, "0/1").tolist() == [0, 1, 1, 1, 1, 1]
+    assert data.threshold_mask(gray, "0/255").tolist() == [0, 0, 0, 0, 1, 1]
+    assert data.mask_convention(1) == "0/1" and data.mask_convention(0) == "0/1"
+    assert data.mask_convention(15) == "0/1"  # 0/1 JPEGs: compression noise of a few greys
+    assert data.mask_convention(16) == "0/255" and data.mask_convention(255) == "0/255"
+    with pytest.raises(ValueError, match="convention"):
+        data.threshold_mask(gray, "0/100")
+
+
+def test_csv_with_a_byte_order_mark_loads(tmp_path):
+    root = write_dataset(tmp_path / "d", n=3)
+    plain = load_tiles(root, 16)
+    bom = write_dataset(tmp_path / "bom", n=3)
+    csv_path = bom / "meta_data.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())
+    tiles = load_tiles(bom, 16)
+    assert tiles.names == NAMES[:3]
+    np.testing.assert_array_equal(tiles.masks, plain.masks)
+
+
+def test_duplicate_csv_rows_are_refused_naming_the_file_and_rows(tmp_path):
+    rows = [["100_sat_1.jpg", "100_mask_1.jpg"], ["100_sat_2.jpg", "100_mask_2.jpg"],
+            ["images/100_sat_1.jpg", "100_mask_1.jpg"]]  # the same file, spelled otherwise
+    root = write_dataset(tmp_path / "d", n=2, csv_rows=rows)
+    with pytest.raises(DatasetError) as e:
+        load_tiles(root, 16)
+    message = str(e.value)
+    assert str(root / "meta_data.csv") in message
+    assert "100_sat_1.jpg is listed on rows 2, 4" in message

@@ -4,7 +4,8 @@ An experiment directory written by ``sweeps/*.py`` holds ``results.csv`` (a row 
 ``history.csv`` (a row per trial per epoch). When either is missing (a sweep that crashed before
 writing them) both frames are rebuilt from Ray Tune's per-trial folders: each immediate
 subfolder holding ``params.json`` (the trial's config) and ``result.json`` (JSON lines, one per
-reported epoch).
+reported epoch). A truncated or malformed file is never read as valid: it is rebuilt from
+those folders when they exist (said in one warning), else an error names its file and line.
 
 Conventions:
 
@@ -29,11 +30,13 @@ Conventions:
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +50,7 @@ from forest_seg.results import (
     HISTORY_FILE,
     RESULT_TAIL,
     RESULTS_FILE,
+    STATUSES,
     trial_summary,
     unique_epochs,
 )
@@ -55,6 +59,10 @@ LOG = logging.getLogger(__name__)
 DUPLICATES_DROPPED = "duplicates_dropped"  # key of trials.attrs set by load_experiments
 REQUIRED_RESULTS = ("trial_id", "status", "val_miou", "best_val_miou", "epochs")
 REQUIRED_HISTORY = ("trial_id", "epoch")
+KEY_COLUMNS = ("trial_id", "epoch")  # never empty in a row
+RESULTS_NUMERIC = tuple(c for c in RESULT_TAIL if c != "status")
+HISTORY_NUMERIC = tuple(c for c in HISTORY_COLUMNS
+                        if c not in ("trial_id", "diverged", "pretrained_loaded"))
 # Keys Ray Tune adds to every result row; they are not metrics of ours.
 RAY_KEYS = frozenset({
     "trial_id", "training_iteration", "config", "done", "time_total_s", "time_this_iter_s",
@@ -209,10 +217,73 @@ def _empty_history() -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- CSV files
-def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
+def _record_lines(path: Path, text: str) -> list[int]:
+    """The first line number of every non-blank data record of CSV ``text``.
+
+    Raises :class:`ResultsError` naming ``path`` and the line of a record whose number of
+    fields differs from the header's (a truncated or malformed row), or when the file ends
+    mid-line (the writers end every row with a newline: a cut file).
+    """
+    reader = csv.reader(io.StringIO(text))
     try:
-        frame = pd.read_csv(path, dtype={"trial_id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        header = next(reader, [])
+        lines, start = [], reader.line_num + 1
+        for row in reader:
+            if row and len(row) != len(header):
+                raise ResultsError(
+                    f"{path} line {start}: {len(row)} fields, the header has {len(header)}; "
+                    "expected one complete row per line (a truncated or hand-edited file?)"
+                )
+            if row:
+                lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise ResultsError(
+            f"{path} line {reader.line_num}: not a readable CSV row ({exc})"
+        ) from exc
+    if text and not text.endswith(("\n", "\r")):
+        raise ResultsError(
+            f"{path} line {reader.line_num}: the file ends mid-line; expected every row to end "
+            "with a newline (truncated while being written?)"
+        )
+    return lines
+
+
+def _check_values(path: Path, frame: pd.DataFrame, lines: Sequence[int],
+                  numeric: Iterable[str], required: Sequence[str]) -> None:
+    """Raise :class:`ResultsError` naming the file, line and column of the first value that
+    is empty in a ``required`` column, not a number in a ``numeric`` column, or (``status``)
+    not one of :data:`~forest_seg.results.STATUSES`."""
+    problems: list[tuple[int, str]] = []
+    for col in required:
+        for i in np.flatnonzero(frame[col].isna().to_numpy())[:1]:
+            problems.append((int(i), f"{col} is empty"))
+    for col in (c for c in numeric if c in frame.columns):
+        converted = pd.to_numeric(frame[col], errors="coerce")
+        for i in np.flatnonzero((converted.isna() & frame[col].notna()).to_numpy())[:1]:
+            problems.append((int(i), f"{col}={frame[col].iloc[i]!r} is not a number"))
+    if "status" in frame.columns:
+        status = frame["status"].astype(str).str.strip().str.upper()
+        for i in np.flatnonzero(~status.isin(STATUSES).to_numpy())[:1]:
+            problems.append((int(i), f"status={frame['status'].iloc[i]!r} is not one of "
+                                     f"{', '.join(STATUSES)}"))
+    if problems:
+        i, what = min(problems)
+        raise ResultsError(f"{path} line {lines[i]}: {what}")
+
+
+def _read_csv(path: Path, required: Sequence[str],
+              numeric: Iterable[str] = ()) -> pd.DataFrame:
+    """``path`` as a frame (``trial_id`` as text), refusing a truncated or malformed file:
+    :class:`ResultsError` names the file, and the line where there is one."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not a readable CSV file ({exc})") from exc
+    lines = _record_lines(path, text)
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype={"trial_id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ResultsError(f"{path}: not a readable CSV file ({exc})") from exc
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -220,7 +291,29 @@ def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
             f"{path}: missing column(s) {', '.join(missing)}; expected at least "
             f"{', '.join(required)}"
         )
+    if len(frame) != len(lines):  # pandas and csv disagree on the records: trust neither
+        raise ResultsError(f"{path}: {len(frame)} rows parsed but {len(lines)} records found")
+    _check_values(path, frame, lines, numeric, [c for c in required if c in KEY_COLUMNS])
     return frame
+
+
+def _csv_or_ray(path: Path, required: Sequence[str], numeric: Iterable[str],
+                ray: Callable[[], tuple[pd.DataFrame, pd.DataFrame] | None],
+                which: int) -> pd.DataFrame | None:
+    """The frame of the CSV file ``path``, else (file missing, or broken while Ray Tune's
+    trial folders exist: said in one warning) frame ``which`` of ``ray()``, else None."""
+    if not path.is_file():
+        frames = ray()
+        return None if frames is None else frames[which]
+    try:
+        return _read_csv(path, required, numeric)
+    except ResultsError as exc:
+        frames = ray()
+        if frames is None:
+            raise
+        LOG.warning("%s; rebuilt %s from Ray Tune's trial folders in %s instead", exc,
+                    path.name, path.parent)
+        return frames[which]
 
 
 # --------------------------------------------------------------------------- Ray Tune files
@@ -313,22 +406,26 @@ def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     metrics, ``diverged`` as bool), sorted by trial and epoch.
 
     ``results.csv`` / ``history.csv`` are used when present; whichever is missing is rebuilt
-    from Ray Tune's trial folders. Raises :class:`ResultsError` naming the directory when
-    neither source exists.
+    from Ray Tune's trial folders. A file that is truncated or malformed (a row with more or
+    fewer fields than the header, no final newline, an empty ``trial_id``/``epoch``, a value
+    that is not a number in a numeric column, a ``status`` not in
+    :data:`~forest_seg.results.STATUSES`) is never read as valid: it is rebuilt from Ray Tune's
+    trial folders when they exist (said in one warning), else :class:`ResultsError` names the
+    file and line. Raises :class:`ResultsError` naming the directory when neither source
+    exists.
     """
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         raise ResultsError(f"{exp_dir}: experiment directory not found")
-    results_path, history_path = exp_dir / RESULTS_FILE, exp_dir / HISTORY_FILE
-    ray = None
-    if not results_path.is_file() or not history_path.is_file():
-        ray = _load_ray(exp_dir)
+    loaded: list[tuple[pd.DataFrame, pd.DataFrame] | None] = []
 
-    if results_path.is_file():
-        trials = _read_csv(results_path, REQUIRED_RESULTS)
-    elif ray is not None:
-        trials = ray[0]
-    else:
+    def ray() -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        if not loaded:
+            loaded.append(_load_ray(exp_dir))
+        return loaded[0]
+
+    trials = _csv_or_ray(exp_dir / RESULTS_FILE, REQUIRED_RESULTS, RESULTS_NUMERIC, ray, 0)
+    if trials is None:
         raise ResultsError(
             f"{exp_dir}: no {RESULTS_FILE} and no Ray Tune trial folders (subfolders with "
             f"params.json/result.json); expected an experiment directory written by sweeps/*.py"
@@ -336,11 +433,8 @@ def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if trials.empty:
         raise ResultsError(f"{exp_dir}: {RESULTS_FILE} has no trial rows")
 
-    if history_path.is_file():
-        epochs = _read_csv(history_path, REQUIRED_HISTORY)
-    elif ray is not None:
-        epochs = ray[1]
-    else:
+    epochs = _csv_or_ray(exp_dir / HISTORY_FILE, REQUIRED_HISTORY, HISTORY_NUMERIC, ray, 1)
+    if epochs is None:
         epochs = _empty_history()
 
     trials = _normalise_trials(trials).sort_values("trial_id", kind="stable", ignore_index=True)
