@@ -270,10 +270,10 @@ def memory_section(s: BenchSettings) -> tuple[list[Row], list[str]]:
         notes.append(f"another process maps the same cache files (each page already shared "
                      f"{fmt(m[1]['sharers'], 1)} ways with one trial): copies read low")
     per_tile = m[1]["labels_bytes"] / max(m[1]["tiles"], 1)
-    notes.append(f"each trial keeps its point labels as dense uint8 [n,S,S] maps: "
-                 f"{fmt(per_tile / 1024, 0)} KiB per tile, "
-                 f"{fmt(per_tile * FULL_DATASET_TILES / MB, 0)} MB per trial on the full "
-                 f"dataset at {s.cache_size} px, where 50 points need ~250 bytes per tile")
+    notes.append(f"each trial keeps its point labels sparse (pixel indices and values): "
+                 f"{fmt(per_tile, 0)} bytes per tile at 50 points, "
+                 f"{fmt(per_tile * FULL_DATASET_TILES / MB, 1)} MB per trial on the full "
+                 f"dataset (a dense uint8 map would take {s.cache_size**2 // 1024} KiB per tile)")
     return rows, notes
 
 
