@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .cache import writable_dir
 from .checkpoint import load_checkpoint
 from .cli import run_cli
 from .config import TrainConfig
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     print("config: " + json.dumps({k: str(v) for k, v in vars(args).items()}), flush=True)
     device = resolve_device(args.device)
     model, cfg = load_model(args.checkpoint, device)
-    args.out.mkdir(parents=True, exist_ok=True)
+    writable_dir(args.out, "output folder", "pass --out a writable folder")
     for path in args.images:
         pixels = read_rgb(path)
         mask = predict_mask(model, pixels, cfg.image_size, device)

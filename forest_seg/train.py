@@ -29,6 +29,7 @@ import torch
 
 from .baselines import baseline_scores
 from .batches import SplitData, TrialData, prepare_trial_data
+from .cache import writable_dir
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, read_checkpoint, save_checkpoint
 from .cli import run_cli
 from .config import TrainConfig, add_config_arguments, config_from_args
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     base = saved["config"] if saved else {}
     cfg = TrainConfig.from_dict(config_from_args(args, defaults=base))
     print("config: " + json.dumps(cfg.to_dict()), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
+    writable_dir(args.out, "output folder", "pass --out a writable folder")
     (args.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     history = list(saved["history"]) if saved else []
 

@@ -254,6 +254,19 @@ def test_cli_bad_input_is_one_clear_line(args, culprit, tmp_path):
     assert len(lines) == 1 and culprit in lines[0] and "Traceback" not in done.stderr
 
 
+def test_cli_unwritable_output_folder_is_one_clear_line(tiny_data, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = blocker / "run"  # cannot be created, whoever runs the test (root included)
+    done = subprocess.run([sys.executable, "-m", "forest_seg.train", "--out", str(out),
+                           "--data", str(tiny_data), "--image-size", "32"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert f"output folder {out} is not writable" in lines[0] and "--out" in lines[0]
+
+
 @pytest.mark.slow
 def test_dense_run_on_real_tiles_beats_the_all_forest_baseline(real_sample):
     cfg = TrainConfig(data=str(real_sample), image_size=32, batch_size=16, epochs=4, points=0,

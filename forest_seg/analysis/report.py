@@ -36,6 +36,7 @@ from forest_seg.analysis.tables import (
     summary_for_report,
     to_markdown,
 )
+from forest_seg.cache import writable_dir
 
 REPORT_FILE = "report.md"
 # (factor, pairs, section name): paired-difference sections, each when its factor varies
@@ -260,7 +261,7 @@ def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Pa
     :class:`Analysis`; ``sections`` holds (title, markdown) pairs in report order, for printing.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    writable_dir(out, "report folder", "pass --out a writable folder")
     summary = summarize(trials, metric, epochs=epochs)
     diffs, pair_sections = _factor_sections(trials, metric)
     methods = (compare_methods(trials, epochs, metric) if method_labels(trials).nunique() > 1
