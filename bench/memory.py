@@ -33,7 +33,7 @@ def _worker(root: str, size: int, points: int, barrier, results) -> None:
     after = read_smaps_rollup()
     dataset = file_memory(files)
     # A trial's own share: its fixed point labels for every tile (train and validation).
-    data = prepare_trial_data(TrainConfig(data=root, image_size=size, points=points))
+    data = prepare_trial_data(TrainConfig(data=root, image_size=size, points=points, batch_size=2))
     with_labels = read_smaps_rollup()
     barrier.wait(WORKER_TIMEOUT_S)  # nobody unmaps before all have measured
     results.put({"before": before, "after": after, "with_labels": with_labels,
