@@ -72,6 +72,11 @@ def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
     return columns
 
 
+# The key of a resumed trial's first report that carries the epochs its checkpoint had
+# finished (a list of per-epoch metric dicts): the results writer records any it lacks.
+RESTORED_EPOCHS = "restored_epochs"
+
+
 def history_row(trial_id: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The history.csv row of one reported epoch: its :data:`HISTORY_COLUMNS` and
     ``baseline_*`` keys (Ray's own bookkeeping keys dropped)."""

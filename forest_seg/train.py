@@ -38,7 +38,7 @@ from .losses import partial_focal_ce
 from .metrics import SegmentationMetrics
 from .model import build_model
 from .points import IGNORE_INDEX
-from .results import VAL_COLUMNS
+from .results import RESTORED_EPOCHS, VAL_COLUMNS
 from .schedules import lr_for_epoch
 
 Metrics = dict[str, Any]
@@ -308,7 +308,14 @@ def trainable(config: dict[str, Any]) -> None:
         assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         cfg = cfg.replace(threads=max(1, int(assigned)))
 
+    state = resume_state(tune.get_checkpoint())
+    # The epochs the checkpoint had finished ride along with the first report after a resume,
+    # so a driver interrupted before it recorded them still writes every epoch.
+    restored = {RESTORED_EPOCHS: list(state["history"])} if state else {}
+
     def report(metrics: Metrics, checkpoint_state: dict[str, Any] | None = None) -> None:
+        metrics = {**metrics, **restored}
+        restored.clear()
         if checkpoint_state is None:
             tune.report(metrics)
             return
@@ -316,7 +323,7 @@ def trainable(config: dict[str, Any]) -> None:
             save_checkpoint(Path(folder) / CHECKPOINT_FILE, checkpoint_state)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    fit(cfg, report, resume_state=resume_state(tune.get_checkpoint()))
+    fit(cfg, report, resume_state=state)
 
 
 def resume_state(handed) -> dict[str, Any] | None:

@@ -179,3 +179,30 @@ def test_closing_text_of_a_sweep_without_finished_trials():
     empty.attrs["experiment"] = "/runs/x"
     assert closing_text(empty) == ("no trial finished; results: /runs/x/results.csv  "
                                    "(per epoch: /runs/x/history.csv)")
+
+
+def test_results_files_record_the_epochs_a_resumed_trial_restored(tmp_path):
+    """A driver interrupted after a trial's epoch-2 checkpoint but before it recorded epoch 2:
+    the resumed trial's first report (epoch 3) carries epochs 1-2 from its checkpoint, and the
+    writer adds the one it lacks without overwriting the one it has."""
+    from types import SimpleNamespace
+
+    from forest_seg.results import RESTORED_EPOCHS
+    from forest_seg.sweep.callbacks import ResultsFiles
+
+    def epoch(n, miou):
+        return {"epoch": n, "val_miou": miou, "train_loss": 0.1, "diverged": False}
+
+    trial = SimpleNamespace(trial_id="t1", config={"points": 50, "epochs": 3},
+                            last_result={"time_total_s": 3.0})
+    writer = ResultsFiles(str(tmp_path))
+    writer.on_trial_result(0, [], trial, epoch(1, 0.5))  # recorded before the interruption
+    resumed = {**epoch(3, 0.7), RESTORED_EPOCHS: [epoch(1, 0.99), epoch(2, 0.6)]}
+    writer.on_trial_result(1, [], trial, resumed)
+    writer.on_trial_complete(2, [], trial)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3]
+    assert history["val_miou"].tolist() == [0.5, 0.6, 0.7]  # epoch 1 as first recorded
+    assert RESTORED_EPOCHS not in history.columns
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert results.loc[0, "epochs"] == 3 and results.loc[0, "status"] == "COMPLETED"

@@ -16,7 +16,14 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from ..results import HISTORY_FILE, RESULTS_FILE, history_columns, history_row, trial_summary
+from ..results import (
+    HISTORY_FILE,
+    RESTORED_EPOCHS,
+    RESULTS_FILE,
+    history_columns,
+    history_row,
+    trial_summary,
+)
 from .files import read_csv, write_csv
 
 
@@ -38,6 +45,9 @@ class ResultsFiles(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._load()
+        for row in result.get(RESTORED_EPOCHS) or []:  # epochs finished before a resume
+            self._epochs.setdefault((trial.trial_id, int(row["epoch"])),
+                                    history_row(trial.trial_id, row))
         self._epochs[(trial.trial_id, int(result["epoch"]))] = history_row(trial.trial_id, result)
         ordered = [row for _, row in sorted(self._epochs.items())]
         write_csv(self.experiment_path, HISTORY_FILE,
