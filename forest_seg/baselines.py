@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from .metrics import FOREST, SegmentationMetrics
-from .points import IGNORE_INDEX
 
 FINE_BINS = 16
 COARSE_BINS = (8, 4, 2)
@@ -42,12 +41,12 @@ def _majority_per_bin(bins_of_pixels: np.ndarray, labels: np.ndarray, n_bins: in
     return (2 * forest >= total).astype(np.int64), total
 
 
-def fit_colour_table(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def fit_colour_table(colours: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The colour lookup table of the labelled pixels.
 
     Args:
-        images: uint8 [N,S,S,3] RGB tiles.
-        labels: uint8 [N,S,S]: 0/1 at labelled pixels, ``IGNORE_INDEX`` elsewhere.
+        colours: uint8 [P,3] RGB of the labelled pixels.
+        values: int [P] their labels, 0 or 1.
 
     Returns:
         int64 [FINE_BINS**3]: the predicted class (0 or 1) of each fine colour bin.
@@ -55,11 +54,9 @@ def fit_colour_table(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: no labelled pixel at all.
     """
-    labelled = labels != IGNORE_INDEX
-    if not labelled.any():
+    if not len(values):
         raise ValueError("colour table: no labelled pixel to build it from")
-    colours = images[labelled]  # [P,3]
-    values = labels[labelled].astype(np.int64)
+    values = np.asarray(values, dtype=np.int64)
     prior = int(2 * values.sum() >= len(values))
     table = np.full(FINE_BINS**3, prior, dtype=np.int64)
     levels = np.arange(FINE_BINS)
@@ -85,17 +82,17 @@ def _scores(pred: np.ndarray, masks: np.ndarray) -> dict[str, float]:
     return metrics.compute()
 
 
-def baseline_scores(train_images: np.ndarray, train_labels: np.ndarray,
+def baseline_scores(train_colours: np.ndarray, train_values: np.ndarray,
                     val_images: np.ndarray, val_masks: np.ndarray) -> dict[str, float]:
     """The baselines of one trial (keys :data:`BASELINE_KEYS`).
 
     Args:
-        train_images: uint8 [N,S,S,3] training tiles; ``train_labels`` uint8 [N,S,S] their
-            labels as the network got them (255 = unlabelled).
+        train_colours: uint8 [P,3] RGB of the training pixels labelled as the network got
+            them; ``train_values`` int [P] their 0/1 labels.
         val_images: uint8 [M,S,S,3] validation tiles; ``val_masks`` uint8 [M,S,S] in {0,1}.
     """
     all_forest = _scores(np.full(val_masks.shape, FOREST, dtype=np.int64), val_masks)
-    colour = _scores(predict_colour(fit_colour_table(train_images, train_labels), val_images),
+    colour = _scores(predict_colour(fit_colour_table(train_colours, train_values), val_images),
                      val_masks)
     return {"baseline_all_forest_miou": all_forest["miou"],
             "baseline_colour_miou": colour["miou"], "baseline_colour_iou": colour["iou"]}

@@ -70,6 +70,16 @@ class SplitData:
             return torch.from_numpy(self.masks[self.tiles])
         return self.labels.to_dense()
 
+    def labelled_pixels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every labelled pixel of this side's tiles: (uint8 [P,3] RGB, uint8 [P] 0/1 label),
+        straight from the sparse points (every pixel, labelled by its mask, for dense
+        supervision); no dense label map is built."""
+        colours = self.images[self.tiles].reshape(-1, 3)
+        if self.labels is None:
+            return colours, self.masks[self.tiles].reshape(-1)
+        index, values = self.labels.select()
+        return colours[index.numpy()], values.numpy()
+
     def __len__(self) -> int:
         return len(self.tiles)
 

@@ -193,8 +193,7 @@ def trial_baselines(data: TrialData) -> Metrics:
     """The trial's no-training reference scores (forest_seg.baselines) on its own split, from
     the same labels the network trains on."""
     train, val = data.train, data.val
-    return baseline_scores(train.images[train.tiles], train.dense_labels().numpy(),
-                           val.images[val.tiles], val.masks[val.tiles])
+    return baseline_scores(*train.labelled_pixels(), val.images[val.tiles], val.masks[val.tiles])
 
 
 def training_state(cfg, model, optimizer, epoch: int, history: list[Metrics]) -> dict[str, Any]:

@@ -22,6 +22,12 @@ def tile(colours: list[tuple[int, int, int]]) -> np.ndarray:
     return np.array([[colours]], dtype=np.uint8)
 
 
+def labelled(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [P,3] colours, [P] labels) of the pixels not ``IGNORE_INDEX``."""
+    keep = labels != IGNORE_INDEX
+    return images[keep], labels[keep]
+
+
 def test_colour_bins_quantise_each_channel():
     pixels = np.array([[0, 0, 0], [255, 255, 255], [16, 32, 255]], dtype=np.uint8)
     # 16 levels per channel: (16, 32, 255) -> levels (1, 2, 15) -> (1*16 + 2)*16 + 15
@@ -32,7 +38,7 @@ def test_colour_bins_quantise_each_channel():
 def test_table_takes_each_bins_majority_and_falls_back_to_coarser_bins():
     images = tile([RED, RED, RED, BLUE, BLUE, GREEN])
     labels = np.array([[[1, 1, 0, 0, 0, IGNORE_INDEX]]], dtype=np.uint8)
-    table = fit_colour_table(images, labels)
+    table = fit_colour_table(*labelled(images, labels))
     assert table.shape == (FINE_BINS**3,)
     # red: 2 forest votes against 1; blue: 2 non-forest; green was never labelled, and no
     # labelled colour shares even its 2-level bin, so it takes the overall majority: 2 of 5
@@ -44,10 +50,10 @@ def test_table_takes_each_bins_majority_and_falls_back_to_coarser_bins():
 
 
 def test_ties_go_to_forest_and_an_unlabelled_set_is_refused():
-    table = fit_colour_table(tile([RED, RED]), np.array([[[1, 0]]], dtype=np.uint8))
+    table = fit_colour_table(*labelled(tile([RED, RED]), np.array([[[1, 0]]], dtype=np.uint8)))
     assert predict_colour(table, tile([RED, GREEN])).tolist() == [[[1, 1]]]
     with pytest.raises(ValueError, match="no labelled pixel"):
-        fit_colour_table(tile([RED]), np.full((1, 1, 1), IGNORE_INDEX, dtype=np.uint8))
+        fit_colour_table(*labelled(tile([RED]), np.full((1, 1, 1), IGNORE_INDEX, dtype=np.uint8)))
 
 
 def test_baseline_scores_by_hand():
@@ -56,7 +62,7 @@ def test_baseline_scores_by_hand():
     # validation: 4 pixels, 3 forest. Colour table: red->forest, blue->non-forest.
     val = tile([RED, RED, BLUE, BLUE])
     val_masks = np.array([[[1, 1, 1, 0]]], dtype=np.uint8)
-    scores = baseline_scores(train, train_labels, val, val_masks)
+    scores = baseline_scores(*labelled(train, train_labels), val, val_masks)
     assert set(scores) == set(BASELINE_KEYS)
     # all forest: forest IoU 3/4, non-forest IoU 0 -> mIoU 3/8
     assert scores["baseline_all_forest_miou"] == pytest.approx(0.375)

@@ -127,6 +127,19 @@ def test_fifty_points_at_64_px_take_258_bytes_per_tile(ten_tiles):
         assert side.labels.nbytes / len(side) < 1024  # a dense uint8 map: 64 * 64 = 4096
 
 
+@pytest.mark.parametrize("points", [9, 0])
+def test_labelled_pixels_are_those_of_the_dense_labels(ten_tiles, points):
+    """The colours and labels of the labelled pixels, read from the sparse points (or the
+    masks), are the non-255 pixels of the dense label maps, in tile-major raster order."""
+    side = trial(ten_tiles, points=points).train
+    colours, values = side.labelled_pixels()
+    dense = side.dense_labels().numpy()
+    keep = dense != IGNORE_INDEX
+    assert np.array_equal(colours, side.images[side.tiles][keep])
+    assert np.array_equal(values, dense[keep])
+    assert len(values) == (len(side) * 9 if points else dense.size)
+
+
 def test_dense_supervision_keeps_no_labels_of_its_own(ten_tiles):
     """points=0: the masks are the labels, used as they are (no copy of them per trial)."""
     data = trial(ten_tiles, points=0)
