@@ -13,6 +13,7 @@ import time
 from forest_seg.config import TrainConfig
 
 from .report import median
+from .runs import collect_results
 from .throughput import BareRun
 
 # The report's full study: 7 configurations x 10 epochs of the 5,108-tile dataset (80/20).
@@ -72,13 +73,7 @@ def packed_throughput(cfg: TrainConfig, device: str, trials: int, seconds: float
              for _ in range(trials)]
     for p in procs:
         p.start()
-    try:
-        rows = [results.get(timeout=600 + 4 * seconds) for _ in range(trials)]
-    finally:
-        for p in procs:
-            p.join(60)
-            if p.is_alive():
-                p.terminate()
+    rows = collect_results("packed trials", results, procs, 600 + 4 * seconds)
     return sum(r["images"] / r["seconds"] for r in rows)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .report import file_memory, read_smaps_rollup
-from .runs import BenchError
+from .runs import BenchError, collect_results
 
 WORKER_TIMEOUT_S = 300
 
@@ -65,16 +65,7 @@ def concurrent_memory(root: str | Path, size: int, n: int, points: int = 50) -> 
              for _ in range(n)]
     for p in procs:
         p.start()
-    try:
-        out = [results.get(timeout=WORKER_TIMEOUT_S) for _ in range(n)]
-    except Exception as e:  # queue.Empty: a worker died before reporting
-        raise BenchError(f"memory benchmark: a worker did not report ({type(e).__name__}); "
-                         f"exit codes {[p.exitcode for p in procs]}") from None
-    finally:
-        for p in procs:
-            p.join(WORKER_TIMEOUT_S)
-            if p.is_alive():
-                p.terminate()
+    out = collect_results("memory benchmark", results, procs, WORKER_TIMEOUT_S)
     if not out[0]["after"]:
         raise BenchError("memory benchmark: /proc/self/smaps_rollup is not readable here "
                          "(Linux 4.14+ needed)")

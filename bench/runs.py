@@ -7,6 +7,7 @@ the driver, and read back from the experiment's ``results.csv`` and ``history.cs
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
 import time
@@ -25,6 +26,35 @@ GRID_SCRIPT = REPO_ROOT / "sweeps" / "grid.py"
 
 class BenchError(ForestSegError):
     """A measurement that could not be taken (a failed driver run, a missing script)."""
+
+
+def collect_results(what: str, results, procs: list, timeout: float) -> list:
+    """One result per worker process from the queue ``results``, within ``timeout`` seconds.
+
+    A worker that exits with an error ends the wait at once (its siblings would otherwise
+    wait on their barrier until it times out): :class:`BenchError` names ``what`` and the
+    exit codes. Every worker is joined, and terminated if still alive, before returning."""
+    out, deadline = [], time.monotonic() + timeout
+    try:
+        while len(out) < len(procs):
+            try:
+                out.append(results.get(timeout=1.0))
+            except queue.Empty:
+                failed = any(p.exitcode not in (None, 0) for p in procs)
+                if failed or time.monotonic() > deadline:
+                    codes = [p.exitcode for p in procs]
+                    for p in procs:
+                        p.terminate()
+                    reason = "a worker failed" if failed else f"none within {timeout:g} s"
+                    raise BenchError(f"{what}: {len(procs) - len(out)} worker(s) did not "
+                                     f"report ({reason}); exit codes {codes}") from None
+    finally:
+        for p in procs:
+            p.join(60)
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    return out
 
 
 @dataclass

@@ -380,3 +380,35 @@ def test_bench_quick_end_to_end(tiny_data, tmp_path):
                      "bare loop, data path"):
         assert quantity in table
     assert (tmp_path / "work" / "throughput" / "history.csv").is_file()
+
+
+def _report(results, value):
+    results.put(value)
+
+
+def _fail(results, value):
+    raise SystemExit(3)
+
+
+def test_collect_results_returns_each_workers_report_and_fails_fast_on_a_dead_worker():
+    import multiprocessing as mp
+
+    from bench.runs import BenchError, collect_results
+
+    ctx = mp.get_context("fork")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_report, args=(results, i)) for i in range(2)]
+    for p in procs:
+        p.start()
+    assert sorted(collect_results("test", results, procs, timeout=60)) == [0, 1]
+    # a worker that dies without reporting ends the wait well before the 600 s timeout,
+    # naming the exit codes (the sibling that reported may not have exited yet: None)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_report, args=(results, 0)),
+             ctx.Process(target=_fail, args=(results, 1))]
+    for p in procs:
+        p.start()
+    with pytest.raises(BenchError, match=r"test: 1 worker\(s\) did not report \(a worker "
+                                         r"failed\); exit codes \[(0|None), 3\]"):
+        collect_results("test", results, procs, timeout=600)
+    assert all(not p.is_alive() for p in procs)
