@@ -19,6 +19,7 @@ from forest_seg.cli import run_cli
 from forest_seg.errors import ConfigError
 from forest_seg.sweep import Study, closing_text, connect, run
 from forest_seg.sweep.flags import base_config, build_parser, launch_from_args
+from forest_seg.sweep.study import ClipToRange
 
 LR_RANGE = (1e-5, 1e-2)
 GAMMAS = [0.0, 1.0, 2.0, 3.0]
@@ -30,6 +31,7 @@ def make_pbt(interval: int, mutate_gamma: bool):
     Synchronous: every member reaches the perturbation epoch before the bottom quarter copies
     a top-quarter checkpoint, so no member clones one that has already finished (which makes
     its lr path end early) and each history row's lr is the one that trained that epoch.
+    A perturbed lr stays within LR_RANGE.
     """
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
@@ -40,7 +42,8 @@ def make_pbt(interval: int, mutate_gamma: bool):
     return PopulationBasedTraining(time_attr="training_iteration",
                                    perturbation_interval=interval,
                                    hyperparam_mutations=mutations, quantile_fraction=0.25,
-                                   resample_probability=0.25, synch=True)
+                                   resample_probability=0.25, synch=True,
+                                   custom_explore_fn=ClipToRange((("lr", *LR_RANGE),)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -206,3 +206,14 @@ def test_results_files_record_the_epochs_a_resumed_trial_restored(tmp_path):
     assert RESTORED_EPOCHS not in history.columns
     results = pd.read_csv(tmp_path / "results.csv")
     assert results.loc[0, "epochs"] == 3 and results.loc[0, "status"] == "COMPLETED"
+
+
+def test_clip_to_range_keeps_a_perturbed_lr_within_its_bounds():
+    import pickle
+
+    from forest_seg.sweep.study import ClipToRange
+
+    clip = ClipToRange((("lr", 1e-5, 1e-2),))
+    assert clip({"lr": 1.2e-2, "gamma": 2.0}) == {"lr": 1e-2, "gamma": 2.0}  # 1e-2 * 1.2
+    assert clip({"lr": 0.8e-5})["lr"] == 1e-5 and clip({"lr": 3e-4})["lr"] == 3e-4
+    assert pickle.loads(pickle.dumps(clip)) == clip  # Ray stores it with the experiment

@@ -19,6 +19,21 @@ _DRIVER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 @dataclass(frozen=True)
+class ClipToRange:
+    """A ``custom_explore_fn`` for Ray Tune's PopulationBasedTraining: keeps each perturbed
+    hyperparameter within its ``(low, high)`` bounds (Ray multiplies a continuous value by
+    0.8 or 1.2 and does not clip it to the search domain). It lives in the package so that a
+    resumed experiment can unpickle it from any folder."""
+
+    bounds: tuple[tuple[str, float, float], ...]
+
+    def __call__(self, config: dict) -> dict:
+        for name, low, high in self.bounds:
+            config[name] = min(max(config[name], low), high)
+        return config
+
+
+@dataclass(frozen=True)
 class Asha:
     """ASHA early stopping on val mIoU. Validation mIoU after one epoch is noisy, so by default
     (``grace_period=None``) every trial runs a third of its epochs (rounded up) before ASHA
