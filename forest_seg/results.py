@@ -44,9 +44,10 @@ BASELINE_COLUMNS = ("baseline_all_forest_miou", "baseline_colour_miou")
 # validation scores of an epoch: the loss and every key of SegmentationMetrics.compute()
 VAL_COLUMNS = ("val_loss", "val_iou", "val_iou_nonforest", "val_miou", "val_dice",
                "val_precision", "val_recall", "val_accuracy")
+TRAIN_TILES = "train_tiles"  # the trial's training tile count (what its labels cost)
 HISTORY_COLUMNS = (
     "trial_id", "epoch", "train_loss", *VAL_COLUMNS, "lr", "epoch_time_s", "images_per_s",
-    "data_time_s", "diverged", "pretrained_loaded", *BASELINE_COLUMNS,
+    "data_time_s", "diverged", "pretrained_loaded", TRAIN_TILES, *BASELINE_COLUMNS,
 )
 # config columns: the TrainConfig fields, the planned ``epochs`` written as ``max_epochs``
 CONFIG_COLUMNS = tuple("max_epochs" if name == "epochs" else name
@@ -58,6 +59,7 @@ BEST_METRICS = ("best_val_iou", "best_val_miou", "best_val_loss")
 BEST_PREFIXES = ("val_", "train_")
 RESULT_TAIL = (
     "status", *FINAL_METRICS, "best_epoch", *BEST_METRICS, "epochs", "train_time_s",
+    TRAIN_TILES,
 )
 
 
@@ -156,7 +158,8 @@ def trial_summary(
     Columns: ``trial_id``, ``driver`` (when given), the config columns, ``status``, the final
     ``val_iou``, ``val_miou``, ``val_loss``, ``best_epoch`` and the ``best_*`` metrics of that
     epoch, ``epochs`` (reached),
-    ``train_time_s`` (default: the sum of the rows' ``epoch_time_s``), then the ``baseline_*``
+    ``train_time_s`` (default: the sum of the rows' ``epoch_time_s``), ``train_tiles`` (the
+    training tile count the trial reported; NaN if none), then the ``baseline_*``
     values (see the module docstring). ``rows`` should hold one row per epoch
     (:func:`unique_epochs`).
     """
@@ -174,6 +177,8 @@ def trial_summary(
     if train_time_s is None:
         train_time_s = sum(_number(r.get("epoch_time_s"), 0.0) for r in rows)
     summary["train_time_s"] = train_time_s
+    summary[TRAIN_TILES] = _number(next((r[TRAIN_TILES] for r in reversed(rows)
+                                         if TRAIN_TILES in r), None))
     summary.update(baseline_values(rows))
     return summary
 

@@ -38,7 +38,7 @@ from .losses import partial_focal_ce
 from .metrics import SegmentationMetrics
 from .model import build_model
 from .points import IGNORE_INDEX
-from .results import RESTORED_EPOCHS, VAL_COLUMNS
+from .results import RESTORED_EPOCHS, TRAIN_TILES, VAL_COLUMNS
 from .schedules import lr_for_epoch
 
 Metrics = dict[str, Any]
@@ -243,7 +243,7 @@ def fit(
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads or available_cpus())
     data = prepare_trial_data(cfg)
-    baselines = trial_baselines(data)
+    constants = {**trial_baselines(data), TRAIN_TILES: len(data.train)}
     torch.manual_seed(cfg.seed)
     model = build_model(head=cfg.head, pretrained=cfg.pretrained,
                         encoder_stages=cfg.encoder_stages).to(device)
@@ -254,7 +254,7 @@ def fit(
     for epoch in range(done + 1, cfg.epochs + 1):
         for group in optimizer.param_groups:
             group["lr"] = lr_for_epoch(cfg, epoch, history)
-        metrics = run_epoch(cfg, model, optimizer, data, device, epoch, baselines)
+        metrics = run_epoch(cfg, model, optimizer, data, device, epoch, constants)
         history.append(metrics)
         due = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or metrics["diverged"]
         if report is not None and due:
@@ -268,10 +268,11 @@ def fit(
 
 
 def run_epoch(cfg, model, optimizer, data: TrialData, device, epoch: int,
-              baselines: Metrics | None = None) -> Metrics:
-    """Train and validate one epoch; returns the epoch's metrics dict (with ``baselines``,
-    the trial's constant reference scores, copied in)."""
-    baselines = baselines or {}
+              constants: Metrics | None = None) -> Metrics:
+    """Train and validate one epoch; returns the epoch's metrics dict (with ``constants``,
+    the trial's per-trial values such as its reference scores and training tile count,
+    copied in)."""
+    constants = constants or {}
     start = time.perf_counter()
     trained = train_epoch(cfg, model, optimizer, data.train, device,
                           epoch_order(cfg, epoch, len(data.train)))
@@ -285,7 +286,7 @@ def run_epoch(cfg, model, optimizer, data: TrialData, device, epoch: int,
         "epoch": epoch,
         "train_loss": trained["train_loss"],
         **scores,
-        **baselines,
+        **constants,
         "lr": optimizer.param_groups[0]["lr"],
         "epoch_time_s": time.perf_counter() - start,
         "images_per_s": trained["images"] / train_time if train_time > 0 else 0.0,

@@ -23,6 +23,11 @@ Sections that appear when the data calls for them:
 
 - point strategies at equal point counts, heads, encoder stages, each paired by seed (with
   Holm-adjusted paired t-tests), when ``point_strategy``, ``head`` or ``encoder_stages`` varies;
+- labelling cost, when several labellings (point counts, dense) were run: each priced under
+  the cost model (``--seconds-per-point``, ``--seconds-per-mask``), ranked by the hours their
+  training labels cost, a plot of val mIoU against those hours, and the verdict: the cheapest
+  labelling whose mIoU is within ``--delta`` of the best (paired one-sided t-tests, Holm), or
+  that the seeds run do not resolve it and about how many would;
 - baselines (all-forest prediction, colour lookup table, the network's gain over it) when the
   trials carry ``baseline_*`` columns; a warning when trials used ``split=random``;
 - methods at an equal trial-epoch budget, when the trials hold several methods: a method is
@@ -50,6 +55,12 @@ from forest_seg.analysis import (
     config_columns,
     load_experiments,
 )
+from forest_seg.analysis.cost import (
+    DEFAULT_DELTA,
+    SECONDS_PER_MASK,
+    SECONDS_PER_POINT,
+    CostModel,
+)
 from forest_seg.analysis.load import trial_keys
 from forest_seg.errors import ForestSegError
 
@@ -72,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
                         help="keep only trials whose config column has this value "
                              "(repeatable; e.g. --where points=50)")
+    parser.add_argument("--seconds-per-point", type=float, default=SECONDS_PER_POINT,
+                        help="labelling cost of one point click, in seconds (default "
+                             f"{SECONDS_PER_POINT:g}: an assumption; see README 'Labelling "
+                             "cost')")
+    parser.add_argument("--seconds-per-mask", type=float, default=SECONDS_PER_MASK,
+                        help="labelling cost of one tile's dense mask, in seconds (default "
+                             f"{SECONDS_PER_MASK:g}, Bearman et al. 2016)")
+    parser.add_argument("--delta", type=float, default=DEFAULT_DELTA,
+                        help="the verdict names the cheapest labelling whose mIoU is within "
+                             f"delta of the best (default {DEFAULT_DELTA:g})")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("ASHA_DIR", "FIFO_DIR"),
                         help="early-stopping study: an ASHA run and a FIFO run of the same grid")
     return parser
@@ -110,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             asha, _ = load_experiments([args.compare[0]])
             fifo, _ = load_experiments([args.compare[1]])
             comparison = compare_early_stopping(asha, fifo, metric=args.metric)
-        result = analyze(trials, epochs, out, metric=args.metric, comparison=comparison)
+        cost = CostModel(args.seconds_per_point, args.seconds_per_mask)
+        result = analyze(trials, epochs, out, metric=args.metric, comparison=comparison,
+                         cost=cost, delta=args.delta)
     except ForestSegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

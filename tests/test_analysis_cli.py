@@ -156,3 +156,32 @@ def test_pooled_copies_are_reported_and_counted_once(analyze_cli, tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert "12 duplicate trial(s) (same config and seed as another" in report
     assert "Experiments: grid; 12 trials" in report
+
+
+def test_labelling_cost_section_prices_each_labelling(analyze_cli, tmp_path, capsys):
+    exp = make_grid(tmp_path / "grid")
+    results = pd.read_csv(exp / "results.csv").assign(train_tiles=360)
+    results.to_csv(exp / "results.csv", index=False)
+    out = tmp_path / "report"
+    assert analyze_cli.main([str(exp), "--out", str(out), "--where", "lr=0.0001",
+                             "--seconds-per-point", "1", "--seconds-per-mask", "100"]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Labelling cost" in report
+    assert "1 s per point click, 100 s per dense mask" in report
+    # 360 tiles: 10 points = 1 h, 50 points = 5 h, dense = 10 h
+    rows = {line.split("|")[1].strip(): line for line in report.splitlines()
+            if line.startswith("| ") and "points" in line or line.startswith("| dense")}
+    assert "1.00" in rows["10 points"] and "5.00" in rows["50 points"]
+    assert "10.00" in rows["dense"]
+    # two seeds, dense 0.79/0.80 far above 50 points 0.69/0.70: best dense, nothing cheaper
+    # within 0.02 (paired differences are exactly 0.10, so the tests are decisive)
+    assert "**Verdict:** cheapest labelling within 0.02 val_miou of the best (dense" in report
+    assert (out / "miou_vs_label_cost.png").stat().st_size > 0
+
+
+def test_a_bad_cost_is_one_line_and_exit_2(analyze_cli, tmp_path, capsys):
+    exp = make_grid(tmp_path / "grid")
+    assert analyze_cli.main([str(exp), "--seconds-per-mask", "-5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: invalid --seconds-per-mask -5.0: expected a positive number of "
+                   "seconds"]

@@ -58,6 +58,12 @@ def test_baselines_are_copied_from_the_last_row_that_has_them():
     assert "baseline_colour_miou" not in trial_summary("t2", CONFIG, rows[2:])
 
 
+def test_the_training_tile_count_is_copied_from_the_last_row_that_has_it():
+    rows = [epoch(1, 0.5, 0.6, 0.9, train_tiles=19), epoch(2, 0.6, 0.6, 0.8, train_tiles=19)]
+    assert trial_summary("t1", CONFIG, rows)["train_tiles"] == 19
+    assert math.isnan(trial_summary("t2", CONFIG, [epoch(1, 0.5, 0.6, 0.9)])["train_tiles"])
+
+
 def test_unique_epochs_keeps_the_last_report_of_each_epoch():
     rows = [epoch(1, 0.1, 0.1, 1.0), epoch(2, 0.2, 0.2, 1.0), epoch(3, 0.3, 0.3, 1.0),
             epoch(2, 0.25, 0.2, 1.0), epoch(3, 0.35, 0.3, 1.0)]  # a retry from epoch 1

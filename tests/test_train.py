@@ -25,7 +25,7 @@ TIMING_KEYS = {"epoch_time_s", "images_per_s", "data_time_s"}
 REPORTED_KEYS = {
     "epoch", "train_loss", "val_loss", "val_iou", "val_miou", "val_dice", "val_precision",
     "val_recall", "val_accuracy", "lr", "epoch_time_s", "images_per_s", "data_time_s",
-    "diverged", "pretrained_loaded",
+    "diverged", "pretrained_loaded", "train_tiles",
 }
 
 
@@ -63,6 +63,7 @@ def test_reports_every_epoch_with_the_contract_metrics(tiny_cfg):
         assert metrics["diverged"] is False and metrics["pretrained_loaded"] is False
         assert metrics["lr"] == pytest.approx(1e-3)
         assert metrics["images_per_s"] > 0 and metrics["data_time_s"] >= 0
+        assert metrics["train_tiles"] == 19  # what the trial's labels cost is priced on
     # 24 tiles, 20% validation -> 19 training tiles: 8 + 8 + 3 per epoch, all trained on.
     assert history[0]["train_loss"] != history[-1]["train_loss"]
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from forest_seg.analysis.cost import DEFAULT_DELTA, CostModel, LabellingVerdict, labelling_verdict
+from forest_seg.analysis.cost_plot import plot_miou_vs_label_cost
 from forest_seg.analysis.load import (
     DUPLICATES_DROPPED,
     format_value,
@@ -33,6 +35,7 @@ from forest_seg.analysis.summary import metric_label, summarize
 from forest_seg.analysis.tables import (
     baselines_for_report,
     config_formats,
+    labelling_costs_for_report,
     summary_for_report,
     to_markdown,
 )
@@ -169,6 +172,7 @@ class Analysis:
     methods: pd.DataFrame | None = None
     factor_differences: dict[str, pd.DataFrame] = field(default_factory=dict)
     baselines: pd.DataFrame | None = None
+    labelling: LabellingVerdict | None = None
 
 
 def _factor_varies(trials: pd.DataFrame, factor: str) -> bool:
@@ -247,9 +251,30 @@ def _header(trials: pd.DataFrame, metric: str, title: str) -> list[str]:
     return lines
 
 
+def _labelling_section(trials: pd.DataFrame, out: Path, metric: str, cost: CostModel,
+                       delta: float) -> tuple[LabellingVerdict | None, list, list[Plot]]:
+    """The labelling-cost section and plot, when the trials hold two or more labellings."""
+    if "points" not in trials.columns or trials["points"].map(norm_value).nunique() < 2:
+        return None, [], []
+    verdict = labelling_verdict(trials, cost, delta=delta, metric=metric)
+    if verdict.table.empty:
+        return verdict, [], []
+    plot = plot_miou_vs_label_cost(verdict.table, out / "miou_vs_label_cost.png",
+                                   metric_label(metric))
+    model = (f"cost model: {cost.seconds_per_point:g} s per point click, "
+             f"{cost.seconds_per_mask:g} s per dense mask of a tile")
+    text = "\n\n".join([f"**Verdict:** {verdict.text}.", model,
+                         to_markdown(labelling_costs_for_report(verdict.table),
+                                     formats={"s per tile": "g", "train tiles": "g",
+                                              "labelling hours": ".2f"})])
+    return verdict, [(f"Labelling cost ({metric_label(metric)} against the hours the "
+                      f"training labels cost; delta = {delta:g})", text)], [plot]
+
+
 def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Path,
             metric: str = HEADLINE_METRIC, comparison: dict | None = None,
-            title: str = "Sweep analysis") -> Analysis:
+            title: str = "Sweep analysis", *, cost: CostModel | None = None,
+            delta: float = DEFAULT_DELTA) -> Analysis:
     """Compute the tables, write the PNGs and ``report.md`` into ``out_dir``.
 
     ``metric`` defaults to the final epoch's ``val_miou``. ``comparison`` is the dict of
@@ -257,18 +282,23 @@ def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Pa
     appear for points, and for point strategies (among trials with points), heads and encoder
     stages when they vary; the method comparison at equal trial-epoch budget when the trials
     hold several methods (experiment kinds from the directory names, or lr schedules); a
-    Baselines table when the trials carry ``baseline_*`` columns. Returns an
+    Baselines table when the trials carry ``baseline_*`` columns; when two or more labellings
+    (point counts, dense) are present, the labelling-cost ranking under ``cost`` with the
+    cheapest labelling within ``delta`` of the best (:mod:`~forest_seg.analysis.cost`). Returns an
     :class:`Analysis`; ``sections`` holds (title, markdown) pairs in report order, for printing.
     """
     out = Path(out_dir)
     writable_dir(out, "report folder", "pass --out a writable folder")
-    summary = summarize(trials, metric, epochs=epochs)
+    cost = cost or CostModel()
+    summary = summarize(trials, metric, epochs=epochs, cost=cost)
     diffs, pair_sections = _factor_sections(trials, metric)
     methods = (compare_methods(trials, epochs, metric) if method_labels(trials).nunique() > 1
                else None)
     instability = lr_instability(trials, epochs)
     status = status_counts(trials)
-    plots = make_plots(trials, epochs, out, metric)
+    labelling, labelling_sections, cost_plots = _labelling_section(trials, out, metric, cost,
+                                                                   delta)
+    plots = make_plots(trials, epochs, out, metric) + cost_plots
     notes = _notes(trials, summary, diffs, metric)
     if methods is not None:
         notes[-1:-1] = method_notes(methods, trials)
@@ -287,6 +317,7 @@ def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Pa
          to_markdown(compact, formats={**config_formats(compact, "seeds"), "epoch": "g"})),
         ("Baselines (network vs the all-forest prediction and a colour lookup table built "
          "from the same labels; gain paired by seed)", baseline_text),
+        *labelling_sections,
         *pair_sections,
     ]
     if methods is not None:
@@ -314,4 +345,5 @@ def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Pa
     (out / REPORT_FILE).write_text(markdown, encoding="utf-8")
     return Analysis(summary, diffs["points"], instability, status, plots, comparison, notes,
                     markdown, sections, strategy_differences=diffs.get("point_strategy"),
-                    methods=methods, factor_differences=diffs, baselines=baselines)
+                    methods=methods, factor_differences=diffs, baselines=baselines,
+                    labelling=labelling)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from forest_seg.analysis.cost import COST_COLUMNS, CostModel, with_label_costs
 from forest_seg.analysis.load import config_label, trial_keys, varying_columns
 from forest_seg.analysis.stats import (
     COMPLETED,
@@ -105,6 +106,12 @@ def _baselines(done: pd.DataFrame, metric: str, baselines: Sequence[str]) -> dic
     return row
 
 
+def _label_costs(group: pd.DataFrame) -> dict:
+    """The configuration's labelling cost: seconds per tile and hours of its training set
+    (the median over its trials: every seed of a configuration trains on as many tiles)."""
+    return {c: float(group[c].median()) for c in COST_COLUMNS}
+
+
 def _at_common(group: pd.DataFrame, epoch: int, metrics: Sequence[str]) -> dict:
     ran = group[group["status"].isin([COMPLETED, EARLY_STOPPED])]
     first = f"_{AT_COMMON}_{metrics[0]}"
@@ -116,7 +123,8 @@ def _at_common(group: pd.DataFrame, epoch: int, metrics: Sequence[str]) -> dict:
 
 def summarize(trials: pd.DataFrame, metric: str = HEADLINE_METRIC, *,
               metrics: Sequence[str] | None = None,
-              epochs: pd.DataFrame | None = None) -> pd.DataFrame:
+              epochs: pd.DataFrame | None = None,
+              cost: CostModel | None = None) -> pd.DataFrame:
     """Per configuration: trial counts and the mean and 95% interval of each metric over the
     seeds that ran the same number of epochs (module docstring).
 
@@ -130,9 +138,14 @@ def summarize(trials: pd.DataFrame, metric: str = HEADLINE_METRIC, *,
     ``gain_over_colour_ci_hi`` when ``baseline_colour_miou`` is present; when ``epochs`` (the
     history) is given and some trial was EARLY_STOPPED: ``common_epoch``,
     ``n_seeds_at_common`` and ``m_at_common_mean`` ... ``m_at_common_ci_hi`` for each metric
-    of the history; last ``inconclusive`` (``n_seeds < 2``).
+    of the history; with a ``points`` column, ``label_seconds_per_tile`` and ``label_hours``
+    under ``cost`` (default :class:`~forest_seg.analysis.cost.CostModel`; hours NaN when the
+    trials lack ``train_tiles``); last ``inconclusive`` (``n_seeds < 2``).
     """
     trials = unique_trials(trials)
+    priced = "points" in trials.columns
+    if priced:
+        trials = with_label_costs(trials, cost or CostModel())
     wanted = [metric, *(m for m in (metrics or METRICS) if m != metric)]
     metrics = [m for m in wanted if m in trials.columns]
     baselines = baseline_columns(trials)
@@ -151,6 +164,8 @@ def summarize(trials: pd.DataFrame, metric: str = HEADLINE_METRIC, *,
         row.update(_baselines(done, metric, baselines))
         if history_metrics:
             row.update(_at_common(group, epoch, history_metrics))
+        if priced:
+            row.update(_label_costs(group))
         row["inconclusive"] = row["n_seeds"] < 2
         rows.append(row)
     return pd.DataFrame(rows)

@@ -133,3 +133,24 @@ def baselines_for_report(summary: pd.DataFrame, metric: str) -> pd.DataFrame | N
          for _, r in summary.iterrows()] if f"{GAIN}_mean" in summary.columns
         else ["n/a"] * len(summary))
     return out
+
+
+def labelling_costs_for_report(table: pd.DataFrame) -> pd.DataFrame:
+    """The labelling-cost ranking of :func:`~forest_seg.analysis.cost.labelling_verdict`:
+    cost per tile and of the training set, the network's mean [95% CI], the colour table built
+    from the same labels, the best's lead over it (paired), the Holm-adjusted one-sided
+    p-values and the status."""
+    return pd.DataFrame({
+        "labelling": table["labelling"],
+        "s per tile": table["label_seconds_per_tile"],
+        "train tiles": table["train_tiles"],
+        "labelling hours": table["label_hours"],
+        "seeds": table["n_seeds"],
+        "val mIoU (95% CI)": [_interval(r.mean, r.ci_lo, r.ci_hi) for r in table.itertuples()],
+        "colour table mIoU": table["colour_table_mean"],
+        "best - this (95% CI)": [_bracket(r.diff_mean, r.diff_ci_lo, r.diff_ci_hi)
+                                 for r in table.itertuples()],
+        "p within delta (Holm)": table["p_within_holm"],
+        "p worse by > delta (Holm)": table["p_beyond_holm"],
+        "status": table["status"],
+    })
