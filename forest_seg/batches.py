@@ -33,6 +33,7 @@ from .points import SparsePoints, sample_points_sparse, scatter_points
 
 # Keeps the validation points of a trial apart from its training points' random stream.
 VAL_POINTS_SEED_OFFSET = 1_000_003
+CAP_STREAM = 2  # the training-cap order draws from its own stream of the trial seed
 
 
 @dataclass
@@ -157,10 +158,22 @@ def _check_training_size(cfg: TrainConfig, n_train: int) -> None:
         "lower --val-fraction or --batch-size")
     if cfg.max_tiles is not None:
         fixes += ", or raise --max-tiles"
+    if cfg.max_train_tiles is not None:
+        fixes += f", or give more than max_train_tiles={cfg.max_train_tiles} (a larger budget)"
     raise DatasetError(
         f"data={cfg.data}: the training split has {tiles}, fewer than batch_size="
         f"{cfg.batch_size}: {fixes}"
     )
+
+
+def cap_training_tiles(train_idx: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
+    """int64 [min(n, cap)] sorted: the first ``cap`` of ``train_idx`` [n] in an order drawn
+    from ``seed`` alone, so that for one seed a smaller cap's tiles are a subset of a larger
+    one's (budgets compared on the same tiles where they overlap); all of them for None."""
+    if cap is None or cap >= len(train_idx):
+        return train_idx
+    order = np.random.default_rng([seed, CAP_STREAM]).permutation(len(train_idx))
+    return np.sort(train_idx[order[:cap]])
 
 
 def prepare_trial_data(cfg: TrainConfig) -> TrialData:
@@ -169,6 +182,8 @@ def prepare_trial_data(cfg: TrainConfig) -> TrialData:
     Without ``cfg.val_data`` the tiles of ``cfg.data`` are split (``split``, ``val_fraction``,
     ``max_tiles``, seeded). With it, every tile of ``cfg.data`` (a seeded ``max_tiles`` subset
     when capped) trains and every tile of ``cfg.val_data`` validates; nothing is split.
+    ``max_train_tiles`` then keeps a nested seeded subset of the training side
+    (:func:`cap_training_tiles`); validation is untouched.
     A tile's points depend only on (seed, tile index), so trials with the same seed label a
     tile the same way whatever the split or ``max_tiles``; they are held sparse
     (:func:`~forest_seg.points.sample_points_sparse`, the points of
@@ -198,6 +213,7 @@ def prepare_trial_data(cfg: TrainConfig) -> TrialData:
             raise DatasetError(f"val_data: {e}") from e
         train_idx = select_tiles(len(tiles), cfg.max_tiles, cfg.seed)
         val_idx = np.arange(len(val_tiles), dtype=np.int64)
+    train_idx = cap_training_tiles(train_idx, cfg.max_train_tiles, cfg.seed)
     _check_training_size(cfg, len(train_idx))
 
     def side(source: TileSet, indices: np.ndarray, seed: int) -> SplitData:

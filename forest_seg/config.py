@@ -60,6 +60,9 @@ class TrainConfig:
     split: str = _field("random", choices=SPLITS)
     val_fraction: float = 0.2
     val_data: str | None = None  # validation dataset root: all of data trains, no split
+    # cap on the training side: its first n tiles in a seeded order, nested across caps for one
+    # seed (what a labelling budget buys; forest_seg.analysis.cost); None = all
+    max_train_tiles: int | None = None
     # labelled points per training image; 0 = dense masks (upper bound)
     points: int = _field(50, swept=True)
     # balanced, uniform, forest (the report's), spread, boundary, ...
@@ -145,6 +148,10 @@ class TrainConfig:
         _check(
             self.max_tiles is None or self.max_tiles >= 2,
             "max_tiles", self.max_tiles, "an integer >= 2 or none",
+        )
+        _check(
+            self.max_train_tiles is None or self.max_train_tiles >= 1,
+            "max_train_tiles", self.max_train_tiles, "an integer >= 1 or none",
         )
         _check(
             self.val_data is None or bool(self.val_data.strip()),

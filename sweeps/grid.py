@@ -6,12 +6,17 @@
     python sweeps/grid.py --cross --seeds 5 --strategies balanced forest
     python sweeps/grid.py --heads unet linear --encoder-stages 2 4   # heads, depths compared
     python sweeps/grid.py --resume         # continue the newest grid experiment after a crash
+    python sweeps/grid.py --budget-hours 2 8   # labellings at equal labelling cost
 
 The study: points per image {10, 50, 100, 200} at lr 1e-4, and lr {1e-3, 1e-4, 1e-5} at 50
 points (6 distinct configurations), each over --seeds seeds, plus the dense-mask reference
 (points=0) unless --no-dense. ``--heads A B`` and ``--encoder-stages X Y`` run the study with
 the first value and add each other value at --base-points/--base-lr (every configuration with
 --cross). Validation holds out whole scenes (--split scene) unless --split random is given.
+``--budget-hours H [H ...]`` runs a fixed-budget study instead: each labelling (the point
+counts and dense) at --base-lr on only as many training tiles as H hours of labelling buy under
+the cost model (--seconds-per-point, --seconds-per-mask): a seeded subset, nested across
+labellings and budgets for one seed; validation untouched.
 Results land in <storage-path>/<name>/results.csv and history.csv; the table sorted by val
 mIoU is printed at the end.
 """
@@ -21,6 +26,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from forest_seg.analysis.cost import (
+    SECONDS_PER_MASK,
+    SECONDS_PER_POINT,
+    CostModel,
+    labelling_name,
+)
 from forest_seg.cli import run_cli
 from forest_seg.errors import ConfigError
 from forest_seg.sweep import Study, closing_text, connect, run
@@ -67,6 +78,40 @@ def study_configs(points: list[int], lrs: list[float], strategies: list[str], se
     return [{**config, "seed": seed} for seed in range(seeds) for config in configs]
 
 
+def budget_configs(points: list[int], budgets: list[float], strategy: str, seeds: int,
+                   model: CostModel, batch_size: int, dense: bool = True,
+                   base_lr: float = 1e-4) -> list[dict[str, Any]]:
+    """The fixed-budget study: per budget (hours) and labelling (each point count, and dense
+    as points 0), a trial per seed on the ``max_train_tiles`` that budget buys
+    (:meth:`CostModel.tiles_for`); seed-major. A budget that buys fewer tiles than a batch is
+    a ConfigError naming it."""
+    if seeds < 1:
+        raise ConfigError(f"invalid --seeds {seeds}: expected an integer >= 1")
+    configs = []
+    for hours in budgets:
+        for p in [*points, *([0] if dense else [])]:
+            tiles = model.tiles_for(hours, p)
+            if tiles < batch_size:
+                raise ConfigError(
+                    f"--budget-hours {hours:g} buys {tiles} tile(s) of {labelling_name(p)} "
+                    f"({model.seconds_per_tile(p):g} s each), fewer than --batch-size "
+                    f"{batch_size}: raise the budget or leave that labelling out")
+            configs.append({"points": p, "lr": base_lr, "point_strategy": strategy,
+                            "max_train_tiles": tiles})
+    return [{**config, "seed": seed} for seed in range(seeds) for config in configs]
+
+
+def budget_lines(trials: list[dict[str, Any]], budgets: list[float]) -> str:
+    """What each budget buys, one line per budget (printed before the sweep starts)."""
+    seed0 = [t for t in trials if t["seed"] == 0]
+    per = len(seed0) // len(budgets)
+    return "\n".join(
+        f"budget {hours:g} h: " + ", ".join(
+            f"{labelling_name(t['points'])} {t['max_train_tiles']} tiles"
+            for t in seed0[i * per:(i + 1) * per])
+        for i, hours in enumerate(budgets))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser("python sweeps/grid.py", "The report's study as a Ray Tune grid.")
     grid = parser.add_argument_group("grid")
@@ -81,18 +126,34 @@ def main(argv: list[str] | None = None) -> int:
     grid.add_argument("--base-lr", type=float, default=None, help="lr of the points series")
     grid.add_argument("--cross", action="store_true", help="the full points x lr product")
     grid.add_argument("--no-dense", action="store_true", help="skip the dense reference")
+    budget = parser.add_argument_group("labelling budget")
+    budget.add_argument("--budget-hours", type=float, nargs="+", default=None, metavar="H",
+                        help="fixed-budget study: each labelling on the tiles H hours of "
+                             "labelling buy (at --base-lr; no lr series)")
+    budget.add_argument("--seconds-per-point", type=float, default=SECONDS_PER_POINT,
+                        help=f"seconds per point click (default {SECONDS_PER_POINT:g})")
+    budget.add_argument("--seconds-per-mask", type=float, default=SECONDS_PER_MASK,
+                        help=f"seconds per dense tile mask (default {SECONDS_PER_MASK:g})")
     args = parser.parse_args(argv)
     defaults = SMOKE if args.smoke_test else REPORT
     pick = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
     alternatives = {name: multi_values(args, name)[1:] for name in MULTI_VALUED}
-    trials = study_configs(pick["points"], pick["lrs"], args.strategies, pick["seeds"],
-                           dense=not args.no_dense, cross=args.cross,
-                           base_points=args.base_points, base_lr=pick["base_lr"],
-                           alternatives={k: v for k, v in alternatives.items() if v})
     launch = launch_from_args(args)
     with connect(launch.address) as nodes:
-        study = Study(base=base_config(args, nodes, "grid", several=True), trials=trials,
-                      scheduler=scheduler_from_args(args), driver="grid")
+        base = base_config(args, nodes, "grid", several=True)
+        if args.budget_hours:
+            model = CostModel(args.seconds_per_point, args.seconds_per_mask)
+            trials = budget_configs(pick["points"], args.budget_hours, args.strategies[0],
+                                    pick["seeds"], model, base.batch_size,
+                                    dense=not args.no_dense, base_lr=pick["base_lr"])
+            print(budget_lines(trials, args.budget_hours), flush=True)
+        else:
+            trials = study_configs(pick["points"], pick["lrs"], args.strategies, pick["seeds"],
+                                   dense=not args.no_dense, cross=args.cross,
+                                   base_points=args.base_points, base_lr=pick["base_lr"],
+                                   alternatives={k: v for k, v in alternatives.items() if v})
+        study = Study(base=base, trials=trials, scheduler=scheduler_from_args(args),
+                      driver="grid")
         print(closing_text(run(study, launch)))
     return 0
 

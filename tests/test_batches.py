@@ -56,6 +56,30 @@ def test_max_tiles_caps_the_training_tiles_only(two_roots):
     assert data.val.tiles.tolist() == [0, 1, 2, 3]
 
 
+def test_a_training_cap_keeps_nested_tiles_and_the_same_validation(two_roots):
+    train_root, val_root = two_roots
+    full = prepare_trial_data(config(train_root, val_root, seed=3))
+    small = prepare_trial_data(config(train_root, val_root, seed=3, max_train_tiles=2))
+    large = prepare_trial_data(config(train_root, val_root, seed=3, max_train_tiles=4, points=0))
+    assert len(small.train) == 2 and len(large.train) == 4
+    # a smaller budget's tiles are among a larger one's, whatever the labelling
+    assert set(small.train.tiles) < set(large.train.tiles) < set(full.train.tiles)
+    assert small.val.tiles.tolist() == large.val.tiles.tolist() == full.val.tiles.tolist()
+    # the capped tiles keep the points they have uncapped (points depend on seed and tile)
+    capped = small.train.dense_labels().numpy()
+    uncapped = full.train.dense_labels().numpy()[np.searchsorted(full.train.tiles,
+                                                                 small.train.tiles)]
+    np.testing.assert_array_equal(capped, uncapped)
+    other_seed = prepare_trial_data(config(train_root, val_root, seed=4, max_train_tiles=4))
+    assert len(other_seed.train) == 4  # the order is drawn per seed
+
+
+def test_a_cap_below_a_batch_names_the_budget(two_roots):
+    train_root, val_root = two_roots
+    with pytest.raises(DatasetError, match="max_train_tiles=1 \\(a larger budget\\)"):
+        prepare_trial_data(config(train_root, val_root, max_train_tiles=1))
+
+
 def test_missing_val_data_names_the_field_and_path(two_roots, tmp_path):
     missing = tmp_path / "no-such-folder"
     with pytest.raises(DatasetError) as err:

@@ -111,3 +111,12 @@ def test_seeds_needed_by_hand():
 def test_delta_must_be_positive():
     with pytest.raises(ConfigError, match="--delta"):
         labelling_verdict(trials_of({0: [0.7, 0.7]}), delta=0)
+
+
+def test_a_budget_buys_whole_tiles():
+    model = CostModel()
+    assert model.tiles_for(1.0, 50) == 36  # 3600 s / 100 s
+    assert model.tiles_for(1.0, 0) == 15  # 3600 s / 239.7 s = 15.02
+    assert model.tiles_for(0.5, 10) == 90  # 1800 s / 20 s
+    with pytest.raises(ConfigError, match="--budget-hours"):
+        model.tiles_for(0, 10)

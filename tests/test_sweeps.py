@@ -218,3 +218,19 @@ def test_pbt_smoke_test_records_each_trials_lr_path(tmp_path):
     paths = history.groupby("trial_id")["lr"].apply(list)
     assert paths.map(len).eq(4).all()  # one lr per epoch, per trial
     assert any(len(set(path)) > 1 for path in paths)  # an exploit changed a trial's lr
+
+
+def test_budget_study_buys_each_labelling_its_tiles(sweep_driver):
+    grid = sweep_driver("grid")
+    model = grid.CostModel(seconds_per_point=2.0, seconds_per_mask=240.0)
+    trials = grid.budget_configs([10, 50], [1.0, 2.0], "balanced", seeds=2, model=model,
+                                 batch_size=8, base_lr=1e-3)
+    seed0 = [(t["points"], t["max_train_tiles"]) for t in trials if t["seed"] == 0]
+    # 1 h: 3600 s / 20 s = 180, / 100 s = 36, / 240 s = 15; 2 h doubles each
+    assert seed0 == [(10, 180), (50, 36), (0, 15), (10, 360), (50, 72), (0, 30)]
+    assert [t["seed"] for t in trials] == [0] * 6 + [1] * 6
+    assert {t["lr"] for t in trials} == {1e-3}
+    assert grid.budget_lines(trials, [1.0, 2.0]).splitlines()[0] == (
+        "budget 1 h: 10 points 180 tiles, 50 points 36 tiles, dense 15 tiles")
+    with pytest.raises(grid.ConfigError, match="buys 7 tile.* of dense .*--batch-size 8"):
+        grid.budget_configs([10], [0.5], "balanced", 1, model, batch_size=8)

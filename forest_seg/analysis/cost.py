@@ -89,6 +89,14 @@ class CostModel:
         """Labelling hours of ``tiles`` training tiles with ``points`` clicks each."""
         return self.seconds_per_tile(points) * float(tiles) / 3600.0
 
+    def tiles_for(self, hours: float, points: float) -> int:
+        """How many tiles ``hours`` of labelling buy with ``points`` clicks each (rounded
+        down: a budget is never overspent)."""
+        if not (math.isfinite(hours) and hours > 0):
+            raise ConfigError(f"invalid --budget-hours {hours!r}: expected a positive number")
+        # the epsilon keeps an exact fit (e.g. 1 h of 100 s tiles = 36) from rounding down
+        return math.floor(hours * 3600.0 / self.seconds_per_tile(points) + 1e-9)
+
 
 def labelling_name(points: float) -> str:
     """``dense`` for points 0, else ``<n> points``."""
