@@ -7,6 +7,7 @@
     python sweeps/grid.py --heads unet linear --encoder-stages 2 4   # heads, depths compared
     python sweeps/grid.py --resume         # continue the newest grid experiment after a crash
     python sweeps/grid.py --budget-hours 2 8   # labellings at equal labelling cost
+    python sweeps/grid.py --until-resolved --max-seeds 10   # seeds added until resolved
 
 The study: points per image {10, 50, 100, 200} at lr 1e-4, and lr {1e-3, 1e-4, 1e-5} at 50
 points (6 distinct configurations), each over --seeds seeds, plus the dense-mask reference
@@ -16,7 +17,10 @@ the first value and add each other value at --base-points/--base-lr (every confi
 ``--budget-hours H [H ...]`` runs a fixed-budget study instead: each labelling (the point
 counts and dense) at --base-lr on only as many training tiles as H hours of labelling buy under
 the cost model (--seconds-per-point, --seconds-per-mask): a seeded subset, nested across
-labellings and budgets for one seed; validation untouched.
+labellings and budgets for one seed; validation untouched. ``--until-resolved`` runs the
+labellings at --base-lr (FIFO) and adds seeds, in rounds while the sweep runs, to those whose
+key comparisons (each point count vs dense, and vs the cheapest labelling within --delta of the
+best) are not resolved yet, up to --max-seeds (forest_seg.sweep.until_resolved).
 Results land in <storage-path>/<name>/results.csv and history.csv; the table sorted by val
 mIoU is printed at the end.
 """
@@ -27,12 +31,15 @@ import sys
 from typing import Any
 
 from forest_seg.analysis.cost import (
+    DEFAULT_DELTA,
     SECONDS_PER_MASK,
     SECONDS_PER_POINT,
     CostModel,
+    key_comparisons,
     labelling_name,
 )
 from forest_seg.cli import run_cli
+from forest_seg.config import TrainConfig
 from forest_seg.errors import ConfigError
 from forest_seg.sweep import Study, closing_text, connect, run
 from forest_seg.sweep.flags import (
@@ -78,27 +85,39 @@ def study_configs(points: list[int], lrs: list[float], strategies: list[str], se
     return [{**config, "seed": seed} for seed in range(seeds) for config in configs]
 
 
+def labelling_configs(points: list[int], strategy: str, seeds: int, dense: bool = True,
+                      base_lr: float = 1e-4) -> list[dict[str, Any]]:
+    """Each labelling (the point counts, and dense as points 0) at ``base_lr``, a trial per
+    seed; seed-major."""
+    if seeds < 1:
+        raise ConfigError(f"invalid --seeds {seeds}: expected an integer >= 1")
+    configs = [{"points": p, "lr": base_lr, "point_strategy": strategy}
+               for p in [*points, *([0] if dense else [])]]
+    return [{**config, "seed": seed} for seed in range(seeds) for config in configs]
+
+
 def budget_configs(points: list[int], budgets: list[float], strategy: str, seeds: int,
                    model: CostModel, batch_size: int, dense: bool = True,
                    base_lr: float = 1e-4) -> list[dict[str, Any]]:
-    """The fixed-budget study: per budget (hours) and labelling (each point count, and dense
-    as points 0), a trial per seed on the ``max_train_tiles`` that budget buys
+    """The fixed-budget study: per budget (hours) and labelling
+    (:func:`labelling_configs`), a trial per seed on the ``max_train_tiles`` that budget buys
     (:meth:`CostModel.tiles_for`); seed-major. A budget that buys fewer tiles than a batch is
     a ConfigError naming it."""
-    if seeds < 1:
-        raise ConfigError(f"invalid --seeds {seeds}: expected an integer >= 1")
-    configs = []
-    for hours in budgets:
-        for p in [*points, *([0] if dense else [])]:
-            tiles = model.tiles_for(hours, p)
-            if tiles < batch_size:
-                raise ConfigError(
-                    f"--budget-hours {hours:g} buys {tiles} tile(s) of {labelling_name(p)} "
-                    f"({model.seconds_per_tile(p):g} s each), fewer than --batch-size "
-                    f"{batch_size}: raise the budget or leave that labelling out")
-            configs.append({"points": p, "lr": base_lr, "point_strategy": strategy,
-                            "max_train_tiles": tiles})
-    return [{**config, "seed": seed} for seed in range(seeds) for config in configs]
+    labellings = labelling_configs(points, strategy, seeds, dense, base_lr)
+    trials = []
+    for seed in range(seeds):
+        for hours in budgets:
+            for trial in (t for t in labellings if t["seed"] == seed):
+                tiles = model.tiles_for(hours, trial["points"])
+                if tiles < batch_size:
+                    raise ConfigError(
+                        f"--budget-hours {hours:g} buys {tiles} tile(s) of "
+                        f"{labelling_name(trial['points'])} "
+                        f"({model.seconds_per_tile(trial['points']):g} s each), fewer than "
+                        f"--batch-size {batch_size}: raise the budget or leave that "
+                        "labelling out")
+                trials.append({**trial, "max_train_tiles": tiles})
+    return trials
 
 
 def budget_lines(trials: list[dict[str, Any]], budgets: list[float]) -> str:
@@ -110,6 +129,27 @@ def budget_lines(trials: list[dict[str, Any]], budgets: list[float]) -> str:
             f"{labelling_name(t['points'])} {t['max_train_tiles']} tiles"
             for t in seed0[i * per:(i + 1) * per])
         for i, hours in enumerate(budgets))
+
+
+def until_resolved_study(base: TrainConfig, trials: list[dict[str, Any]], max_seeds: int,
+                         delta: float, model: CostModel) -> Study:
+    """The labellings of ``trials`` (their seeds 0 .. n-1 the first round) under the
+    :class:`~forest_seg.sweep.until_resolved.SeedsUntilResolved` searcher, FIFO."""
+    from forest_seg.sweep.until_resolved import SeedsUntilResolved
+
+    configs = [{k: v for k, v in t.items() if k != "seed"} for t in trials if t["seed"] == 0]
+    seeds = len(trials) // len(configs)
+    search = SeedsUntilResolved(configs, seeds, max_seeds=max_seeds, delta=delta, cost=model)
+    return Study(base=base, space={}, search=search, samples=len(configs) * max_seeds,
+                 scheduler=None, driver="grid")
+
+
+def resolution_text(results, model: CostModel, delta: float) -> str:
+    """The closing lines of an until-resolved sweep: each key comparison, resolved or not, and
+    on how many paired seeds."""
+    done = key_comparisons(results, model, delta=delta) if len(results) else []
+    lines = [f"until-resolved: {c.describe()}" for c in done]
+    return "\n".join(lines or ["until-resolved: no comparison could be made"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +174,13 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"seconds per point click (default {SECONDS_PER_POINT:g})")
     budget.add_argument("--seconds-per-mask", type=float, default=SECONDS_PER_MASK,
                         help=f"seconds per dense tile mask (default {SECONDS_PER_MASK:g})")
+    budget.add_argument("--until-resolved", action="store_true",
+                        help="add seeds in rounds until the key comparisons are resolved")
+    budget.add_argument("--max-seeds", type=int, default=10,
+                        help="--until-resolved: most seeds per configuration (default 10)")
+    budget.add_argument("--delta", type=float, default=DEFAULT_DELTA,
+                        help="--until-resolved: a labelling within delta mIoU of the best is "
+                             f"adequate (default {DEFAULT_DELTA:g})")
     args = parser.parse_args(argv)
     defaults = SMOKE if args.smoke_test else REPORT
     pick = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
@@ -141,20 +188,29 @@ def main(argv: list[str] | None = None) -> int:
     launch = launch_from_args(args)
     with connect(launch.address) as nodes:
         base = base_config(args, nodes, "grid", several=True)
+        model = CostModel(args.seconds_per_point, args.seconds_per_mask)
         if args.budget_hours:
-            model = CostModel(args.seconds_per_point, args.seconds_per_mask)
             trials = budget_configs(pick["points"], args.budget_hours, args.strategies[0],
                                     pick["seeds"], model, base.batch_size,
                                     dense=not args.no_dense, base_lr=pick["base_lr"])
             print(budget_lines(trials, args.budget_hours), flush=True)
+        elif args.until_resolved:
+            trials = labelling_configs(pick["points"], args.strategies[0], pick["seeds"],
+                                       dense=not args.no_dense, base_lr=pick["base_lr"])
         else:
             trials = study_configs(pick["points"], pick["lrs"], args.strategies, pick["seeds"],
                                    dense=not args.no_dense, cross=args.cross,
                                    base_points=args.base_points, base_lr=pick["base_lr"],
                                    alternatives={k: v for k, v in alternatives.items() if v})
-        study = Study(base=base, trials=trials, scheduler=scheduler_from_args(args),
-                      driver="grid")
-        print(closing_text(run(study, launch)))
+        if args.until_resolved:
+            study = until_resolved_study(base, trials, args.max_seeds, args.delta, model)
+        else:
+            study = Study(base=base, trials=trials, scheduler=scheduler_from_args(args),
+                          driver="grid")
+        results = run(study, launch)
+        print(closing_text(results))
+        if args.until_resolved:
+            print(resolution_text(results, model, args.delta))
     return 0
 
 

@@ -289,3 +289,48 @@ def _hours_text(row) -> str:
     if pd.notna(row["label_hours"]):
         return f"{row['label_hours']:.1f} labelling hours ({int(row[TRAIN_TILES])} tiles)"
     return f"{row['label_seconds_per_tile']:.0f} s of labelling per tile"
+
+
+@dataclass(frozen=True)
+class KeyComparison:
+    """One comparison the answer rests on: ``question`` (``differs`` or ``within delta``)
+    asked of labelling ``b`` against ``a`` (point counts, 0 = dense), whether the seeds run
+    answer it, and on how many paired seeds."""
+
+    a: float
+    b: float
+    question: str
+    resolved: bool
+    n_pairs: int
+
+    def describe(self) -> str:
+        state = "resolved" if self.resolved else "not resolved"
+        seeds = f"{self.n_pairs} paired seed{'s' if self.n_pairs != 1 else ''}"
+        return (f"{labelling_name(self.b)} {self.question} {labelling_name(self.a)}: {state} "
+                f"at {seeds}")
+
+
+def key_comparisons(trials: pd.DataFrame, model: CostModel | None = None, *,
+                    delta: float = DEFAULT_DELTA,
+                    metric: str = HEADLINE_METRIC) -> list[KeyComparison]:
+    """The comparisons the answer rests on: each point count against dense (``differs``:
+    paired two-sided t-test, Holm, resolved when ``p_holm < 0.05``), and each labelling cheaper
+    than the cheapest adequate one against it (``within delta``: resolved when shown worse by
+    more than ``delta``, :func:`labelling_verdict`)."""
+    from forest_seg.analysis.pairs import paired_differences
+
+    out = []
+    diffs = paired_differences(trials, metric, factor="points")
+    for row in diffs[diffs["a"].map(norm_value) == DENSE_POINTS].itertuples():
+        out.append(KeyComparison(DENSE_POINTS, norm_value(row.b), "differs from",
+                                 bool(row.p_holm < ALPHA), int(row.n_pairs)))
+    verdict = labelling_verdict(trials, model, delta=delta, metric=metric)
+    if verdict.cheapest is not None:
+        table = verdict.table
+        cost = table["label_hours"].fillna(table["label_seconds_per_tile"])
+        chosen_cost = cost[table["points"] == verdict.cheapest].iloc[0]
+        for row in table[cost < chosen_cost].itertuples():
+            out.append(KeyComparison(verdict.cheapest, row.points,
+                                     f"within {delta:g} of", row.status != OPEN,
+                                     int(row.n_pairs)))
+    return out
