@@ -77,6 +77,9 @@ def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
 # The key of a resumed trial's first report that carries the epochs its checkpoint had
 # finished (a list of per-epoch metric dicts): the results writer records any it lacks.
 RESTORED_EPOCHS = "restored_epochs"
+# The key of a report that carries the warnings the trial raised since its last report (texts);
+# the sweep prints each distinct one once.
+TRIAL_WARNINGS = "trial_warnings"
 
 
 def history_row(trial_id: str, metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from .losses import partial_focal_ce
 from .metrics import SegmentationMetrics
 from .model import build_model
 from .points import IGNORE_INDEX
-from .results import RESTORED_EPOCHS, TRAIN_TILES, VAL_COLUMNS
+from .results import RESTORED_EPOCHS, TRAIN_TILES, TRIAL_WARNINGS, VAL_COLUMNS
 from .schedules import lr_for_epoch
 
 Metrics = dict[str, Any]
@@ -313,17 +313,32 @@ def trainable(config: dict[str, Any]) -> None:
     # so a driver interrupted before it recorded them still writes every epoch.
     restored = {RESTORED_EPOCHS: list(state["history"])} if state else {}
 
-    def report(metrics: Metrics, checkpoint_state: dict[str, Any] | None = None) -> None:
-        metrics = {**metrics, **restored}
-        restored.clear()
-        if checkpoint_state is None:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            save_checkpoint(Path(folder) / CHECKPOINT_FILE, checkpoint_state)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
 
-    fit(cfg, report, resume_state=state)
+        def report(metrics: Metrics, checkpoint_state: dict[str, Any] | None = None) -> None:
+            metrics = {**metrics, **restored, **_new_warnings(caught)}
+            restored.clear()
+            if checkpoint_state is None:
+                tune.report(metrics)
+                return
+            with tempfile.TemporaryDirectory() as folder:
+                save_checkpoint(Path(folder) / CHECKPOINT_FILE, checkpoint_state)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+        fit(cfg, report, resume_state=state)
+
+
+PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _new_warnings(caught: list) -> dict[str, list[str]]:
+    """``{TRIAL_WARNINGS: [...]}`` with this package's warnings recorded since the last call
+    (each consumed once), or {} when there are none."""
+    texts = [str(w.message) for w in caught
+             if str(Path(w.filename or "").resolve()).startswith(PACKAGE_DIR)]
+    caught.clear()
+    return {TRIAL_WARNINGS: texts} if texts else {}
 
 
 def resume_state(handed) -> dict[str, Any] | None:

@@ -96,6 +96,16 @@ def test_grid_smoke_test_writes_results_and_history(tmp_path):
     assert "results: " in done.stdout and str(exp / "results.csv") in done.stdout
     table = done.stdout[done.stdout.index("val_miou"):]
     assert all(str(p) in table for p in ("10", "50"))
+    # a compact console: a line per finished trial with its progress, no Ray tables or boxes
+    finished = [line for line in done.stdout.splitlines() if line.startswith("trial ")]
+    assert len(finished) == 3 and finished[0].startswith("trial 1/3 points=")
+    assert "done, " in done.stdout and "best val_miou" in done.stdout
+    console = done.stdout + done.stderr
+    for noise in ("Pre-set value", "Trial status:", "started with configuration",
+                  "Token authentication"):
+        assert noise not in console
+    # trial folders say what the trial is
+    assert sorted(p.name.split("_")[0] for p in exp.glob("p*_s0_*")) == ["p0", "p10", "p50"]
 
 
 @pytest.mark.slow

@@ -45,6 +45,8 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
                      help="continue the experiment --name (default: the newest one)")
     run.add_argument("--address", default=None,
                      help="Ray cluster to join (e.g. auto); default: a local Ray on 127.0.0.1")
+    run.add_argument("--verbose", action="store_true",
+                     help="also print Ray Tune's status tables and per-trial config boxes")
     run.add_argument("--wait-for-nodes", action="store_true",
                      help="skip the resource check (autoscaling clusters add nodes on demand)")
     fixed = parser.add_argument_group("fixed trial config (TrainConfig fields)")
@@ -70,7 +72,7 @@ def launch_from_args(args: argparse.Namespace, **defaults: Any) -> Launch:
              "storage_path", "name", "resume", "wait_for_nodes")
     values = {n: getattr(args, n) for n in names}
     values.update({k: v for k, v in defaults.items() if values.get(k) is None})
-    return Launch(**values)
+    return Launch(**values, verbose=2 if getattr(args, "verbose", False) else 0)
 
 
 def scheduler_from_args(args: argparse.Namespace) -> Asha | None:

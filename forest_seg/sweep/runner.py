@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from ..results import RESULTS_FILE
 from .files import read_csv
 from .study import METRIC, MODE, Launch, Study
 from .tables import EXPERIMENT
+
+TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 @contextmanager
@@ -31,6 +34,9 @@ def connect(address: str | None = None) -> Iterator[list[dict[str, float]]]:
     started = not ray.is_initialized()
     if started and address is None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # Ray enables token authentication for a new local cluster (its default, kept) and says
+        # so on every start: a notice, not news, so its logger is quieted to errors
+        logging.getLogger(TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
         ray.init(_node_ip_address="127.0.0.1", include_dashboard=False,
                  object_store_memory=256 * 1024**2, log_to_driver=False)
     elif started:
@@ -91,6 +97,7 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
 
     from ..train import trainable
     from .callbacks import ResultsFiles
+    from .progress import Progress, TrialName, ray_console
 
     launch = launch or Launch()
     # Snapshot the experiment state every second (Ray's default: every >= 10 s), so a driver
@@ -121,22 +128,28 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
             scheduler = study.scheduler
             if hasattr(scheduler, "build"):
                 scheduler = scheduler.build(study.base.epochs)
+            names = TrialName(study.varying_keys())
             tuner = tune.Tuner(
                 runnable,
                 param_space=study.param_space(),
                 tune_config=tune.TuneConfig(
                     metric=METRIC, mode=MODE, scheduler=scheduler, search_alg=search,
                     num_samples=samples, max_concurrent_trials=launch.max_concurrent,
+                    trial_name_creator=names, trial_dirname_creator=names,
                 ),
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage, verbose=launch.verbose,
                     failure_config=tune.FailureConfig(max_failures=launch.max_failures),
                     checkpoint_config=tune.CheckpointConfig(
                         num_to_keep=study.keep_checkpoints),
-                    callbacks=[ResultsFiles(path, study.driver)],
+                    callbacks=[ResultsFiles(path, study.driver),
+                               Progress(study.trial_count(), study.base.epochs,
+                                        study.varying_keys())],
                 ),
             )
-        tuner.fit()
+        print(f"{study.driver}: TensorBoard: tensorboard --logdir {path}", flush=True)
+        with ray_console(launch.verbose):
+            tuner.fit()
     results = read_csv(path, RESULTS_FILE)
     if results is None:
         results = pd.DataFrame()

@@ -114,18 +114,42 @@ class Study:
         return [self.base.replace(**constants)]
 
     def param_space(self) -> dict[str, Any]:
-        """Ray Tune's param_space: the base config with the space over it."""
-        return {**self.base.to_dict(), **(self.space or {})}
+        """Ray Tune's param_space: the base config with the space over it. A grid's varied
+        fields are given as a choice of the values its trials take, which each trial then
+        fixes (a base value there makes Ray warn once per trial that differs from it)."""
+        space = {**self.base.to_dict(), **(self.space or {})}
+        if self.trials is None:
+            return space
+        from ray import tune
+
+        return {**space, **{key: tune.choice(v) for key, v in self.trial_values().items()}}
+
+    def trial_values(self) -> dict[str, list]:
+        """A grid's fields and the distinct values its trials give them, in order."""
+        values: dict[str, list] = {}
+        for trial in self.trials or ():
+            for key, value in trial.items():
+                if value not in values.setdefault(key, []):
+                    values[key].append(value)
+        return values
+
+    def varying_keys(self) -> list[str]:
+        """The fields that tell trials apart (trial names, progress lines): a grid's fields
+        that take several values, a search's sampled ones, and ``seed``."""
+        if self.trials is not None:
+            keys = [k for k, v in self.trial_values().items() if len(v) > 1 and k != "seed"]
+        else:
+            keys = [k for k, v in (self.space or {}).items() if hasattr(v, "sample")]
+        return [*keys, "seed"]
+
+    def trial_count(self) -> int:
+        """How many trials the study runs at most."""
+        return len(self.trials) if self.trials is not None else int(self.samples)
 
     def description(self) -> dict[str, Any]:
         """A JSON-friendly summary for the run's first line."""
         if self.trials is not None:
-            varies: dict[str, list] = {}
-            for trial in self.trials:
-                for key, value in trial.items():
-                    if value not in varies.setdefault(key, []):
-                        varies[key].append(value)
-            return {"trials": len(self.trials), "varies": varies}
+            return {"trials": len(self.trials), "varies": self.trial_values()}
         return {"samples": self.samples, "space": {k: str(v) for k, v in self.space.items()},
                 "search": type(self.search).__name__ if self.search is not None else "random"}
 
@@ -154,7 +178,7 @@ class Launch:
     name: str | None = None
     resume: bool = False
     wait_for_nodes: bool = False
-    verbose: int = 1
+    verbose: int = 0
 
     def __post_init__(self) -> None:
         if self.max_concurrent is not None and self.max_concurrent < 1:
