@@ -45,6 +45,10 @@ BASELINE_COLUMNS = ("baseline_all_forest_miou", "baseline_colour_miou")
 VAL_COLUMNS = ("val_loss", "val_iou", "val_iou_nonforest", "val_miou", "val_dice",
                "val_precision", "val_recall", "val_accuracy")
 TRAIN_TILES = "train_tiles"  # the trial's training tile count (what its labels cost)
+# results.csv: the folder (relative to the experiment) of the checkpoint of the trial's best
+# epoch; history.csv: CHECKPOINT, the checkpoint folder saved at that epoch, if any
+BEST_CHECKPOINT = "best_checkpoint"
+CHECKPOINT = "checkpoint"
 HISTORY_COLUMNS = (
     "trial_id", "epoch", "train_loss", *VAL_COLUMNS, "lr", "epoch_time_s", "images_per_s",
     "data_time_s", "diverged", "pretrained_loaded", TRAIN_TILES, *BASELINE_COLUMNS,

@@ -87,3 +87,55 @@ def test_input_is_resized_exactly_as_the_training_loader_does(tmp_path):
     naive = F.interpolate(normalize_images(pixels), size=(48, 48), mode="bilinear",
                           align_corners=False)
     assert (naive[0] - expected).abs().mean().item() > 0.01
+
+
+def experiment_with(tmp_path, checkpoint, rows):
+    """A sweep folder whose results.csv holds ``rows``; every ``best_checkpoint`` folder named
+    in them gets a copy of ``checkpoint``."""
+    import shutil
+
+    import pandas as pd
+
+    exp = tmp_path / "exp"
+    for row in rows:
+        if isinstance(row.get("best_checkpoint"), str):
+            (exp / row["best_checkpoint"]).mkdir(parents=True)
+            shutil.copy(checkpoint, exp / row["best_checkpoint"] / "checkpoint.pt")
+    exp.mkdir(exist_ok=True)
+    pd.DataFrame(rows).to_csv(exp / "results.csv", index=False)
+    return exp
+
+
+def test_experiment_predicts_with_the_best_completed_trials_best_checkpoint(checkpoint,
+                                                                            tmp_path, capsys):
+    from forest_seg.predict import best_checkpoint
+
+    rows = [{"trial_id": "a", "status": "COMPLETED", "val_miou": 0.61, "best_epoch": 3,
+             "best_checkpoint": "p10_s0_a/checkpoint_000002"},
+            {"trial_id": "b", "status": "COMPLETED", "val_miou": 0.65, "best_epoch": 2,
+             "best_checkpoint": "p50_s0_b/checkpoint_000001"},
+            {"trial_id": "c", "status": "EARLY_STOPPED", "val_miou": 0.90, "best_epoch": 1,
+             "best_checkpoint": "p0_s0_c/checkpoint_000000"}]
+    exp = experiment_with(tmp_path, checkpoint, rows)
+    file, which = best_checkpoint(exp)
+    assert file == exp / "p50_s0_b" / "checkpoint_000001" / "checkpoint.pt"
+    assert which.startswith("best trial b (final val_miou 0.6500, best epoch 2)")
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image)
+    assert main(["--experiment", str(exp), str(image), "--out", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 0
+    assert "best trial b" in capsys.readouterr().out
+    assert (tmp_path / "o" / "x_mask.png").is_file()
+
+
+@pytest.mark.parametrize("rows, culprit", [
+    ([{"trial_id": "a", "status": "COMPLETED", "val_miou": 0.6}], "no best_checkpoint column"),
+    ([{"trial_id": "a", "status": "ERROR", "val_miou": None, "best_checkpoint": None}],
+     "no COMPLETED trial with a checkpoint"),
+])
+def test_experiment_without_a_usable_checkpoint_says_why(checkpoint, tmp_path, rows, culprit):
+    from forest_seg.errors import DatasetError
+    from forest_seg.predict import best_checkpoint
+
+    with pytest.raises(DatasetError, match=culprit):
+        best_checkpoint(experiment_with(tmp_path, checkpoint, rows))
