@@ -11,6 +11,7 @@ from ..config import TrainConfig, add_config_arguments, config_from_args
 from ..errors import ConfigError
 from .presets import PRESETS, auto_preset
 from .study import Asha, Launch
+from .tracking import TRACKERS
 
 # Fixed flags that take several values: the first is every trial's value, and grid.py adds
 # trials for the others (compared like points and lr); other drivers accept one value only.
@@ -45,6 +46,11 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
                      help="continue the experiment --name (default: the newest one)")
     run.add_argument("--address", default=None,
                      help="Ray cluster to join (e.g. auto); default: a local Ray on 127.0.0.1")
+    run.add_argument("--tracking", choices=TRACKERS, default="none",
+                     help="log every trial to MLflow or W&B (optional extras: pip install "
+                          "'forest-seg-sweeps[mlflow]' / '[wandb]')")
+    run.add_argument("--mlflow-uri", default=None,
+                     help="--tracking mlflow: the tracking server or folder (default ./mlruns)")
     run.add_argument("--verbose", action="store_true",
                      help="also print Ray Tune's status tables and per-trial config boxes")
     run.add_argument("--wait-for-nodes", action="store_true",
@@ -69,7 +75,7 @@ def multi_values(args: argparse.Namespace, name: str) -> list[str]:
 def launch_from_args(args: argparse.Namespace, **defaults: Any) -> Launch:
     """The Launch the flags describe; ``defaults`` fill flags left unset (None)."""
     names = ("address", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "max_failures",
-             "storage_path", "name", "resume", "wait_for_nodes")
+             "storage_path", "name", "resume", "wait_for_nodes", "tracking", "mlflow_uri")
     values = {n: getattr(args, n) for n in names}
     values.update({k: v for k, v in defaults.items() if values.get(k) is None})
     return Launch(**values, verbose=2 if getattr(args, "verbose", False) else 0)

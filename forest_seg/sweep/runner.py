@@ -98,6 +98,7 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
     from ..train import trainable
     from .callbacks import ResultsFiles
     from .progress import Progress, TrialName, ray_console
+    from .tracking import tracking_callbacks
 
     launch = launch or Launch()
     # Snapshot the experiment state every second (Ray's default: every >= 10 s), so a driver
@@ -144,7 +145,8 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
                         num_to_keep=study.keep_checkpoints),
                     callbacks=[ResultsFiles(path, study.driver),
                                Progress(study.trial_count(), study.base.epochs,
-                                        study.varying_keys())],
+                                        study.varying_keys()),
+                               *tracking_callbacks(launch.tracking, name, launch.mlflow_uri)],
                 ),
             )
         print(f"{study.driver}: TensorBoard: tensorboard --logdir {path}", flush=True)

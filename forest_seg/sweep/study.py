@@ -13,6 +13,7 @@ from typing import Any
 
 from ..config import TrainConfig
 from ..errors import ConfigError
+from .tracking import check_tracking
 
 METRIC, MODE = "val_miou", "max"  # what schedulers and searchers optimise
 _DRIVER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -179,12 +180,15 @@ class Launch:
     resume: bool = False
     wait_for_nodes: bool = False
     verbose: int = 0
+    tracking: str = "none"
+    mlflow_uri: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ConfigError(f"invalid --max-concurrent {self.max_concurrent}: expected >= 1")
         if self.max_failures < 0:
             raise ConfigError(f"invalid --max-failures {self.max_failures}: expected >= 0")
+        check_tracking(self.tracking)
 
     def experiment(self, driver: str) -> tuple[str, str]:
         """(storage path, experiment name); ``resume`` without ``name`` takes the newest
