@@ -24,6 +24,7 @@ from typing import Any
 from forest_seg.cli import run_cli
 from forest_seg.errors import ConfigError
 from forest_seg.sweep import Study, closing_text, connect, run
+from forest_seg.sweep.config_file import parse_flags
 from forest_seg.sweep.flags import (
     MULTI_VALUED,
     base_config,
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     grid.add_argument("--base-lr", type=float, default=None, help="lr of the points series")
     grid.add_argument("--cross", action="store_true", help="the full points x lr product")
     grid.add_argument("--no-dense", action="store_true", help="skip the dense reference")
-    args = parser.parse_args(argv)
+    args = parse_flags(parser, argv)
     defaults = SMOKE if args.smoke_test else REPORT
     pick = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
     alternatives = {name: multi_values(args, name)[1:] for name in MULTI_VALUED}
