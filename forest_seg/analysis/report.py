@@ -20,6 +20,7 @@ from forest_seg.analysis.methods import (
     method_notes,
     methods_for_report,
 )
+from forest_seg.analysis.optuna_plots import optuna_plots
 from forest_seg.analysis.pairs import NOT_RESOLVED, paired_differences
 from forest_seg.analysis.plots import Plot, make_plots
 from forest_seg.analysis.stats import (
@@ -249,7 +250,7 @@ def _header(trials: pd.DataFrame, metric: str, title: str) -> list[str]:
 
 def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Path,
             metric: str = HEADLINE_METRIC, comparison: dict | None = None,
-            title: str = "Sweep analysis") -> Analysis:
+            title: str = "Sweep analysis", study=None) -> Analysis:
     """Compute the tables, write the PNGs and ``report.md`` into ``out_dir``.
 
     ``metric`` defaults to the final epoch's ``val_miou``. ``comparison`` is the dict of
@@ -257,7 +258,9 @@ def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Pa
     appear for points, and for point strategies (among trials with points), heads and encoder
     stages when they vary; the method comparison at equal trial-epoch budget when the trials
     hold several methods (experiment kinds from the directory names, or lr schedules); a
-    Baselines table when the trials carry ``baseline_*`` columns. Returns an
+    Baselines table when the trials carry ``baseline_*`` columns. With ``study`` (the
+    Optuna study of an Optuna experiment) the plots are Optuna's own
+    (:mod:`~forest_seg.analysis.optuna_plots`) instead of the grid's. Returns an
     :class:`Analysis`; ``sections`` holds (title, markdown) pairs in report order, for printing.
     """
     out = Path(out_dir)
@@ -268,7 +271,8 @@ def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Pa
                else None)
     instability = lr_instability(trials, epochs)
     status = status_counts(trials)
-    plots = make_plots(trials, epochs, out, metric)
+    plots = (make_plots(trials, epochs, out, metric) if study is None
+             else optuna_plots(study, out))
     notes = _notes(trials, summary, diffs, metric)
     if methods is not None:
         notes[-1:-1] = method_notes(methods, trials)
