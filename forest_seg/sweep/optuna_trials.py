@@ -1,7 +1,8 @@
 """Ray Tune's OptunaSearch that records each finished trial as Optuna users expect.
 
 Ray's OptunaSearch tells Optuna COMPLETE for every trial that ends with a result, also one ASHA
-stopped after a few epochs. :class:`OptunaTrials` tells a trial stopped before its planned
+stopped after a few epochs, and leaves out of its intermediate values the result on which a
+scheduler stopped it. :class:`OptunaTrials` tells a trial stopped before its planned
 epochs PRUNED (Optuna then takes its last intermediate value, the val mIoU of its last epoch,
 as its value), a diverged or failed one FAIL, and gives every trial the user attributes
 ``ray_trial_id``, ``status`` (as in results.csv), ``epochs`` (reached) and, when its folder
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from optuna.trial import TrialState
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
 from ..results import final_status
@@ -31,6 +33,11 @@ class OptunaTrials(OptunaSearch):
     def __init__(self, *args: Any, experiment_path: str | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.experiment_path = experiment_path
+        self._reported_steps: dict[str, int] = {}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        super().on_trial_result(trial_id, result)
+        self._reported_steps[trial_id] = result[TRAINING_ITERATION]
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
@@ -38,6 +45,12 @@ class OptunaTrials(OptunaSearch):
             super().on_trial_complete(trial_id, result, error)  # Ray warns and ignores
             return
         result = result or {}
+        # A scheduler's STOP hands the trial's last result to on_trial_complete only: it
+        # becomes the last intermediate value here (the value of a PRUNED trial).
+        step = result.get(TRAINING_ITERATION)
+        if (self.metric in result and step is not None
+                and step != self._reported_steps.get(trial_id)):
+            self.on_trial_result(trial_id, result)
         epochs = int(result.get("epoch", 0))
         status = final_status(result, epochs, result.get("config/epochs"), error)
         ot_trial = self._ot_trials[trial_id]
