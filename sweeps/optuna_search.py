@@ -68,15 +68,17 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"invalid --num-trials {trials}: expected an integer >= 1")
     # TPE learns from finished trials: by default two run at once, the rest wait for them
     launch = launch_from_args(args, max_concurrent=2)
-    searcher = None
-    if not args.resume:  # a resumed run restores its searcher with the experiment
+    if not args.resume:
         launch = replace(launch, name=launch.name or default_name("optuna"))
-        experiment = "/".join(launch.experiment("optuna"))
-        searcher = make_searcher(args.sampler_seed, study_storage(experiment, args.study_storage),
-                                 launch.name, experiment)
     with connect(launch.address) as nodes:
         base = base_config(args, nodes, "optuna").replace(point_strategy=args.point_strategy,
                                                           seed=args.seed)
+        searcher = None  # a resumed run restores its searcher with the experiment
+        if not args.resume:  # built once the flags are valid: it creates the study's storage
+            experiment = "/".join(launch.experiment("optuna"))
+            searcher = make_searcher(args.sampler_seed,
+                                     study_storage(experiment, args.study_storage),
+                                     launch.name, experiment)
         study = Study(base=base, space=search_space(), search=searcher, samples=trials,
                       scheduler=scheduler_from_args(args), driver="optuna")
         print(closing_text(run(study, launch)))
