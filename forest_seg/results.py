@@ -104,11 +104,17 @@ def history_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def trial_status(rows: Sequence[Mapping[str, Any]], max_epochs: Any, errored: bool) -> str:
     """The status of a finished trial from its per-epoch rows (see the module docstring)."""
-    if rows and _truthy(rows[-1].get("diverged")):
+    return final_status(rows[-1] if rows else {}, len(rows), max_epochs, errored)
+
+
+def final_status(last: Mapping[str, Any], epochs: int, max_epochs: Any, errored: bool) -> str:
+    """The status of a finished trial from its last epoch's metrics (``{}`` for none) and the
+    number of epochs it reached (see the module docstring)."""
+    if _truthy(last.get("diverged")):
         return "DIVERGED"
     if errored:
         return "ERROR"
-    if isinstance(max_epochs, (int, float)) and len(rows) < max_epochs:
+    if isinstance(max_epochs, (int, float)) and epochs < max_epochs:
         return "EARLY_STOPPED"
     return "COMPLETED"
 

@@ -10,7 +10,7 @@ Run::
 Each EXP_DIR is a directory written by ``sweeps/grid.py``, ``sweeps/optuna_search.py`` or
 ``sweeps/pbt.py`` (``results.csv`` + ``history.csv``, or only Ray Tune's trial folders after a
 crash). Several directories are pooled (configurations are matched across them). The tables are
-printed and written with the plots (PNG) to ``OUT/report.md``. The headline metric is the final
+printed and written with the plots (PNG, SVG) to ``OUT/report.md``. The headline metric is the final
 epoch's val mIoU over the COMPLETED seeds of each configuration (no mean mixes epoch counts);
 ``--metric best_val_miou`` ranks by the best epoch instead, which is picked on validation and
 so optimistic. Trials repeated across the directories (same config and seed) count once.
@@ -37,6 +37,12 @@ Sections that appear when the data calls for them:
   trial-epochs;
   see ``forest_seg.analysis.methods`` for the approximation this makes;
 - ``lr_paths.png`` (lr per epoch and trial) when some trial's lr changed (PBT, schedules).
+
+Every plot is written as PNG and SVG. A single experiment of ``sweeps/optuna_search.py`` (every
+trial's ``driver`` is ``optuna``) whose Optuna study is found (its ``optuna.db``, or the
+``--study-storage`` its sweep.json names) gets Optuna's own plots instead of the grid plots:
+``optuna_optimization_history``, ``optuna_param_importances``, ``optuna_slice`` and
+``optuna_parallel_coordinate``.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ from forest_seg.analysis.cost import (
     CostModel,
 )
 from forest_seg.analysis.load import trial_keys
+from forest_seg.analysis.optuna_plots import experiment_study
 from forest_seg.errors import ForestSegError
 
 METRICS = ("val_miou", "best_val_miou")
@@ -74,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("exp_dirs", nargs="+", metavar="EXP_DIR", type=Path,
                         help="experiment directory (results.csv/history.csv or Ray Tune files)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output folder for report.md and PNGs (default: "
+                        help="output folder for report.md and the plots (default: "
                              "<first EXP_DIR>/analysis)")
     parser.add_argument("--metric", choices=METRICS, default="val_miou",
                         help="metric used to rank and compare configurations (default: the "
@@ -133,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             comparison = compare_early_stopping(asha, fifo, metric=args.metric)
         cost = CostModel(args.seconds_per_point, args.seconds_per_mask)
         result = analyze(trials, epochs, out, metric=args.metric, comparison=comparison,
-                         cost=cost, delta=args.delta)
+                         study=experiment_study(args.exp_dirs, trials), cost=cost,
+                         delta=args.delta)
     except ForestSegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -42,6 +42,7 @@ from forest_seg.cli import run_cli
 from forest_seg.config import TrainConfig
 from forest_seg.errors import ConfigError
 from forest_seg.sweep import Study, closing_text, connect, run
+from forest_seg.sweep.config_file import parse_flags
 from forest_seg.sweep.flags import (
     MULTI_VALUED,
     base_config,
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     budget.add_argument("--delta", type=float, default=DEFAULT_DELTA,
                         help="--until-resolved: a labelling within delta mIoU of the best is "
                              f"adequate (default {DEFAULT_DELTA:g})")
-    args = parser.parse_args(argv)
+    args = parse_flags(parser, argv)
     defaults = SMOKE if args.smoke_test else REPORT
     pick = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
     alternatives = {name: multi_values(args, name)[1:] for name in MULTI_VALUED}

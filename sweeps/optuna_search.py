@@ -1,9 +1,13 @@
 """Optuna (TPE) search over points per image and learning rate, with ASHA early stopping.
 
-    python sweeps/optuna_search.py --num-trials 20
+    python sweeps/optuna_search.py --num-trials 20 --name tpe   # study in runs/tpe/optuna.db
     python sweeps/optuna_search.py --smoke-test
     python sweeps/optuna_search.py --study-storage sqlite:///runs/optuna.db --name tpe-1
-    optuna-dashboard sqlite:///runs/optuna.db      # then open the study named like the run
+    optuna-dashboard sqlite:///runs/tpe/optuna.db   # the study is named like the experiment
+
+Trials ASHA stops are PRUNED in the study, with their per-epoch val mIoU as intermediate
+values; every trial carries the user attributes ray_trial_id, status, epochs and checkpoint
+(forest_seg.sweep.optuna_trials). ``sweeps/analyze.py`` draws Optuna's own plots for it.
 
 The space: points an integer on a log scale in [5, 400], lr log-uniform in [1e-6, 1e-2].
 Each trial runs the same trainable as the grid and the experiment directory holds the same
@@ -18,7 +22,9 @@ from dataclasses import replace
 from forest_seg.cli import run_cli
 from forest_seg.errors import ConfigError
 from forest_seg.sweep import METRIC, MODE, Study, closing_text, connect, default_name, run
+from forest_seg.sweep.config_file import parse_flags
 from forest_seg.sweep.flags import base_config, build_parser, launch_from_args, scheduler_from_args
+from forest_seg.sweep.optuna_storage import open_storage, study_storage
 
 POINTS_RANGE = (5, 400)
 LR_RANGE = (1e-6, 1e-2)
@@ -34,19 +40,16 @@ def search_space() -> dict:
     }
 
 
-def make_searcher(seed: int, study_storage: str | None, study_name: str | None):
-    """A seeded TPE OptunaSearch; with ``study_storage`` the study persists in that database."""
+def make_searcher(seed: int, storage_url: str | None, study_name: str, experiment_path: str):
+    """A seeded TPE search recording pruned trials and user attributes (OptunaTrials); with
+    ``storage_url`` the study persists in that database."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
-    storage = None
-    if study_storage:
-        try:
-            storage = optuna.storages.RDBStorage(study_storage)
-        except Exception as exc:  # SQLAlchemy raises several types for a bad URL
-            raise ConfigError(f"invalid --study-storage {study_storage!r}: {exc}") from None
-    return OptunaSearch(metric=METRIC, mode=MODE, sampler=optuna.samplers.TPESampler(seed=seed),
-                        storage=storage, study_name=study_name)
+    from forest_seg.sweep.optuna_trials import OptunaTrials
+
+    storage = open_storage(storage_url) if storage_url else None
+    return OptunaTrials(metric=METRIC, mode=MODE, sampler=optuna.samplers.TPESampler(seed=seed),
+                        storage=storage, study_name=study_name, experiment_path=experiment_path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,20 +60,25 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--seed", type=int, default=0, help="trial seed (tiles, split, init)")
     search.add_argument("--sampler-seed", type=int, default=0, help="TPE sampler seed")
     search.add_argument("--study-storage", default=None,
-                        help="Optuna storage URL (e.g. sqlite:///runs/optuna.db)")
-    args = parser.parse_args(argv)
+                        help="Optuna storage URL (e.g. sqlite:///runs/optuna.db); default: "
+                             "optuna.db in the experiment folder (local storage paths)")
+    args = parse_flags(parser, argv)
     trials = args.num_trials if args.num_trials is not None else (3 if args.smoke_test else 20)
     if trials < 1:
         raise ConfigError(f"invalid --num-trials {trials}: expected an integer >= 1")
     # TPE learns from finished trials: by default two run at once, the rest wait for them
     launch = launch_from_args(args, max_concurrent=2)
-    searcher = None
-    if not args.resume:  # a resumed run restores its searcher with the experiment
+    if not args.resume:
         launch = replace(launch, name=launch.name or default_name("optuna"))
-        searcher = make_searcher(args.sampler_seed, args.study_storage, launch.name)
     with connect(launch.address) as nodes:
         base = base_config(args, nodes, "optuna").replace(point_strategy=args.point_strategy,
                                                           seed=args.seed)
+        searcher = None  # a resumed run restores its searcher with the experiment
+        if not args.resume:  # built once the flags are valid: it creates the study's storage
+            experiment = "/".join(launch.experiment("optuna"))
+            searcher = make_searcher(args.sampler_seed,
+                                     study_storage(experiment, args.study_storage),
+                                     launch.name, experiment)
         study = Study(base=base, space=search_space(), search=searcher, samples=trials,
                       scheduler=scheduler_from_args(args), driver="optuna")
         print(closing_text(run(study, launch)))

@@ -18,6 +18,7 @@ import sys
 from forest_seg.cli import run_cli
 from forest_seg.errors import ConfigError
 from forest_seg.sweep import Study, closing_text, connect, run
+from forest_seg.sweep.config_file import parse_flags
 from forest_seg.sweep.flags import base_config, build_parser, launch_from_args
 from forest_seg.sweep.study import ClipToRange
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     pbt.add_argument("--seed", type=int, default=0, help="trial seed (tiles, split, init)")
     pbt.add_argument("--pbt-seed", type=int, default=0,
                      help="seed of the initial lr draws and of PBT's choices")
-    args = parser.parse_args(argv)
+    args = parse_flags(parser, argv)
     population = args.population or (2 if args.smoke_test else 8)
     interval = args.perturbation_interval or (1 if args.smoke_test else 2)
     if population < 2 or interval < 1:

@@ -7,7 +7,9 @@ t-tests, Holm's adjustment, headline trials, lr instability, ASHA vs FIFO),
 baselines), :mod:`~forest_seg.analysis.pairs` (paired differences between values of a factor:
 points, point strategies, heads, encoder stages), :mod:`~forest_seg.analysis.methods`
 (grid / lr schedules / PBT / Optuna at an equal trial-epoch budget),
-:mod:`~forest_seg.analysis.plots` (PNG plots),
+:mod:`~forest_seg.analysis.plots` (plots as PNG and SVG, drawn in the style of
+:mod:`~forest_seg.analysis.plot_style`), :mod:`~forest_seg.analysis.optuna_plots` (Optuna's
+own plots of an Optuna experiment),
 :mod:`~forest_seg.analysis.tables` (markdown tables) and
 :mod:`~forest_seg.analysis.report` (``report.md``). No module imports Ray;
 matplotlib is imported only when a plot is drawn. The headline metric everywhere is the final

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forest_seg.analysis.plots import Plot, _figure, _save
+from forest_seg.analysis.plot_style import axis_label, new_figure, save_figure
+from forest_seg.analysis.plots import Plot
 
 
 def _x(table: pd.DataFrame) -> tuple[pd.Series, str]:
@@ -18,10 +19,10 @@ def _x(table: pd.DataFrame) -> tuple[pd.Series, str]:
     return table["label_seconds_per_tile"], "Labelling seconds per tile (log scale)"
 
 
-def plot_miou_vs_label_cost(table: pd.DataFrame, path: Path, metric_name: str) -> Plot:
+def plot_miou_vs_label_cost(table: pd.DataFrame, path: Path, metric: str) -> Plot:
     """Draw :func:`~forest_seg.analysis.cost.labelling_verdict`'s ``table``: a point with its
     interval per labelling, the colour table built from the same labels as hollow squares at
-    the same cost, and the all-forest prediction as a horizontal line."""
+    the same cost, and the all-forest prediction as a horizontal line; PNG and SVG."""
     name = path.stem
     shown = table[table["n_seeds"] > 0]
     if len(shown) < 2:
@@ -30,7 +31,7 @@ def plot_miou_vs_label_cost(table: pd.DataFrame, path: Path, metric_name: str) -
     mean = shown["mean"].to_numpy(float)
     yerr = np.vstack([np.nan_to_num(mean - shown["ci_lo"].to_numpy(float)),
                       np.nan_to_num(shown["ci_hi"].to_numpy(float) - mean)])
-    fig = _figure(8, 4.5)
+    fig = new_figure(8, 4.5)
     ax = fig.add_subplot()
     ax.errorbar(x, mean, yerr=yerr, marker="o", ls="", capsize=3, color="C0",
                 label="network (mean, 95% interval over seeds)")
@@ -44,7 +45,7 @@ def plot_miou_vs_label_cost(table: pd.DataFrame, path: Path, metric_name: str) -
         ax.axhline(float(forest.mean()), ls="-.", color="grey", label="predict all forest")
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(metric_name)
+    ax.set_ylabel(axis_label(metric))
     ax.set_title("Accuracy against labelling cost")
     ax.legend(fontsize=8)
-    return _save(fig, path, name)
+    return Plot(name, save_figure(fig, path))

@@ -1,7 +1,8 @@
-"""PNG plots of a sweep (matplotlib, Agg canvas).
+"""Plots of a sweep, each written as PNG and SVG (matplotlib, Agg canvas).
 
 Each plot function draws on a :class:`matplotlib.figure.Figure` attached to an Agg canvas made
-inside the function: importing this module does not import matplotlib, and pyplot's global
+inside the function (:mod:`~forest_seg.analysis.plot_style`: axes in words, series at the same
+x dodged apart): importing this module does not import matplotlib, and pyplot's global
 backend is never touched. A plot whose data has nothing to show (e.g. a single lr for
 ``miou_vs_lr``) is skipped: the function returns a :class:`Plot` with ``path=None`` and the
 reason in ``note``.
@@ -24,11 +25,11 @@ from forest_seg.analysis.load import (
     varying_columns,
 )
 from forest_seg.analysis.methods import method_labels
+from forest_seg.analysis.plot_style import axis_label, dodge, new_figure, save_figure
 from forest_seg.analysis.stats import DENSE_POINTS, HEADLINE_METRIC, config_ids
 from forest_seg.analysis.summary import (
     ALL_FOREST_BASELINE,
     COLOUR_BASELINE,
-    metric_label,
     summarize,
 )
 
@@ -38,26 +39,16 @@ MAX_LR_COLUMNS = 8
 
 
 class Plot(NamedTuple):
-    """A plot written to ``path``, or skipped (``path is None``) for the reason in ``note``."""
+    """A plot written to ``path`` (the PNG; the SVG beside it), or skipped (``path is None``)
+    for the reason in ``note``."""
 
     name: str
     path: Path | None
     note: str = ""
 
 
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _save(fig, path: Path, name: str) -> Plot:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return Plot(name, path)
+    return Plot(name, save_figure(fig, path))
 
 
 def _errorbars(summary: pd.DataFrame, metric: str) -> np.ndarray:
@@ -73,9 +64,9 @@ def _groups(summary: pd.DataFrame, columns: Sequence[str]):
         yield config_label(dict(zip(columns, key, strict=True)), columns), summary[ids == i]
 
 
-def _metric_vs(trials: pd.DataFrame, path: Path, metric: str, factor: str, name: str,
-               xlabel: str) -> Plot:
-    """Mean +- 95% CI of ``metric`` against ``factor`` (log x), a line per other config."""
+def _metric_vs(trials: pd.DataFrame, path: Path, metric: str, factor: str, name: str) -> Plot:
+    """Mean +- 95% CI of ``metric`` against ``factor`` (log x), a line per other config, each
+    series dodged along x."""
     if factor not in trials.columns:
         return Plot(name, None, f"no `{factor}` column")
     summary = summarize(trials, metrics=[metric], metric=metric)
@@ -87,17 +78,22 @@ def _metric_vs(trials: pd.DataFrame, path: Path, metric: str, factor: str, name:
     if len(values) < 2:
         return Plot(name, None, f"fewer than two positive `{factor}` values")
     others = [c for c in varying_columns(trials) if c != factor]
-    fig = _figure(10, 4.5)
+    groups = list(_groups(summary, others))
+    baseline = factor == "points" and f"{COLOUR_BASELINE}_mean" in summary.columns
+    series = len(groups) * (2 if baseline else 1)  # a network and a colour-table series each
+    fig = new_figure(10, 4.5)
     ax = fig.add_subplot()
-    for i, (label, group) in enumerate(_groups(summary, others)):
+    for i, (label, group) in enumerate(groups):
         colour = f"C{i % 10}"
         line = group[~dense_mask.loc[group.index]].sort_values(factor)
         if len(line):
-            ax.errorbar(line[factor], line[f"{metric}_mean"], yerr=_errorbars(line, metric),
-                        marker="o", capsize=3, color=colour, label=label if others else metric)
-            if (factor == "points" and f"{COLOUR_BASELINE}_mean" in line.columns
-                    and len(line) > 1):  # one series per line of point counts, not per point
-                ax.errorbar(line[factor], line[f"{COLOUR_BASELINE}_mean"],
+            slot = i * 2 if baseline else i
+            ax.errorbar(dodge(line[factor], slot, series, log=True), line[f"{metric}_mean"],
+                        yerr=_errorbars(line, metric), marker="o", capsize=3, color=colour,
+                        label=label if others else axis_label(metric))
+            if baseline and len(line) > 1:  # one series per line of point counts, not per point
+                ax.errorbar(dodge(line[factor], slot + 1, series, log=True),
+                            line[f"{COLOUR_BASELINE}_mean"],
                             yerr=_errorbars(line, COLOUR_BASELINE), marker="s", ls=":",
                             capsize=3, color=colour, alpha=0.7,
                             label="colour table, same labels" + (f" ({label})" if others
@@ -117,12 +113,19 @@ def _metric_vs(trials: pd.DataFrame, path: Path, metric: str, factor: str, name:
     ticks = sorted(values)
     ax.set_xticks(ticks, [format_value(v) for v in ticks])
     ax.minorticks_off()
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"{metric_label(metric)}\n(mean, 95% CI over COMPLETED seeds)",
+    ax.set_xlabel(f"{axis_label(factor)} (log scale)")
+    ax.set_ylabel(f"{_metric_words(metric)}\n(mean, 95% CI over COMPLETED seeds)",
                   fontsize="small")
-    ax.set_title(f"{metric} vs {factor} (error bars: 95% CI over seeds)")
+    ax.set_title(f"{axis_label(metric)} vs {axis_label(factor).lower()} "
+                 "(error bars: 95% CI over seeds)")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path, name)
+
+
+def _metric_words(metric: str) -> str:
+    """The y label of a final or best-epoch metric, in words."""
+    words = axis_label(metric)
+    return words if metric.startswith("best_") else f"{words}, final epoch"
 
 
 def plot_miou_vs_points(trials: pd.DataFrame, path: str | Path,
@@ -130,19 +133,19 @@ def plot_miou_vs_points(trials: pd.DataFrame, path: str | Path,
     """``metric`` vs points per image (log x); points=0 (dense) as a dashed horizontal line.
     When the trials carry baselines: the colour table built from the same labels (dotted, per
     point count) and the all-forest predictor (grey)."""
-    return _metric_vs(trials, Path(path), metric, "points", "miou_vs_points",
-                      "points per image (log scale)")
+    return _metric_vs(trials, Path(path), metric, "points", "miou_vs_points")
 
 
 def plot_miou_vs_lr(trials: pd.DataFrame, path: str | Path,
                     metric: str = HEADLINE_METRIC) -> Plot:
     """``metric`` vs learning rate (log x), a line per other configuration."""
-    return _metric_vs(trials, Path(path), metric, "lr", "miou_vs_lr", "learning rate (log scale)")
+    return _metric_vs(trials, Path(path), metric, "lr", "miou_vs_lr")
 
 
 def plot_learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame,
                          path: str | Path) -> Plot:
-    """Per lr a column: val loss (top) and val mIoU (bottom) by epoch, a line per trial/seed."""
+    """Per lr a column: val loss (top) and val mIoU (bottom) by epoch, a line per trial/seed,
+    each trial's markers dodged along the epoch axis."""
     name, path = "learning_curves", Path(path)
     if epochs is None or epochs.empty or not {"val_loss", "val_miou"} <= set(epochs.columns):
         return Plot(name, None, "no per-epoch history (history.csv or result.json)")
@@ -167,14 +170,16 @@ def plot_learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame,
                    key=lambda v: (v is None, v or 0))
     other_labels = sorted({config_label(r, others) for _, r in data.iterrows()}) if others else []
     styles = ["-", "--", ":", "-."]
-    fig = _figure(3.6 * len(lrs) + 1, 6.5)
+    fig = new_figure(3.6 * len(lrs) + 1, 6.5)
     axes = fig.subplots(2, len(lrs), squeeze=False, sharex=True)
     axes[0, 0].set_xlim(0.5, data["epoch"].max() + 0.5)
     for j, lr in enumerate(lrs):
         sub = data[data["_lr"].map(lambda v, lr=lr: v == lr)]
         ax_loss, ax_miou = axes[0, j], axes[1, j]
-        for _, trial in sub.groupby(keys, sort=True):
+        lines = sub.groupby(keys, sort=True)
+        for index, (_, trial) in enumerate(lines):
             trial = trial.sort_values("epoch")
+            x = dodge(trial["epoch"], index, lines.ngroups)
             seed = norm_value(trial["seed"].iloc[0]) if "seed" in trial else None
             # one colour per seed; with other varying columns, colour per configuration and
             # one line style per seed
@@ -187,17 +192,17 @@ def plot_learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame,
                 style = styles[seeds.index(seed) % len(styles)]
             loss = trial["val_loss"].where(np.isfinite(trial["val_loss"]))
             kw = {"marker": ".", "color": colour, "ls": style}
-            ax_loss.plot(trial["epoch"], loss, label=label, **kw)
-            ax_miou.plot(trial["epoch"], trial["val_miou"], **kw)
+            ax_loss.plot(x, loss, label=label, **kw)
+            ax_miou.plot(x, trial["val_miou"], **kw)
         finite = sub["val_loss"][np.isfinite(sub["val_loss"])]
         if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 100:
             ax_loss.set_yscale("log")
-        ax_loss.set_title(f"lr={format_value(lr)}" if lr_col else "all trials")
-        ax_miou.set_xlabel("epoch")
+        ax_loss.set_title(f"{axis_label('lr')} {format_value(lr)}" if lr_col else "All trials")
+        ax_miou.set_xlabel(axis_label("epoch"))
         ax_miou.xaxis.set_major_locator(MaxNLocator(integer=True))
         if j == 0:
-            ax_loss.set_ylabel("val loss")
-            ax_miou.set_ylabel("val mIoU")
+            ax_loss.set_ylabel(axis_label("val_loss"))
+            ax_miou.set_ylabel(axis_label("val_miou"))
         if len(ax_loss.lines) <= 12:
             ax_loss.legend(fontsize="x-small")
     return _save(fig, path, name)
@@ -215,7 +220,7 @@ def plot_asha_stops(trials: pd.DataFrame, path: str | Path) -> Plot:
     labels = [config_label(row, cols) if cols else str(row["trial_id"])
               for _, row in ordered.iterrows()]
     n = len(ordered)
-    fig = _figure(8, min(2 + 0.25 * n, 40))
+    fig = new_figure(8, min(2 + 0.25 * n, 40))
     ax = fig.add_subplot()
     y = np.arange(n)
     colours = [STATUS_COLOURS.get(s, "tab:blue") for s in ordered["status"]]
@@ -230,13 +235,14 @@ def plot_asha_stops(trials: pd.DataFrame, path: str | Path) -> Plot:
     seen = [s for s in STATUS_COLOURS if (ordered["status"] == s).any()]
     ax.legend(handles=[Patch(color=STATUS_COLOURS[s], label=s) for s in seen],
               fontsize="small", loc="lower right")
-    ax.set_xlabel("epochs reached (dashed: planned)")
+    ax.set_xlabel(f"{axis_label('epochs')} (dashed: planned)")
     ax.set_title("Where each trial stopped")
     return _save(fig, path, name)
 
 
 def plot_lr_paths(trials: pd.DataFrame, epochs: pd.DataFrame | None, path: str | Path) -> Plot:
-    """The lr of every trial by epoch (log y), coloured by method (PBT, schedules, grid).
+    """The lr of every trial by epoch (log y), coloured by method (PBT, schedules, grid), each
+    trial dodged along the epoch axis.
 
     Drawn only when some trial's lr changes across epochs (a PBT perturbation, a schedule or
     a warm-up); history rows of trials without a results row are left out."""
@@ -255,16 +261,18 @@ def plot_lr_paths(trials: pd.DataFrame, epochs: pd.DataFrame | None, path: str |
     from matplotlib.ticker import MaxNLocator
 
     methods = sorted(data["_method"].unique())
-    fig = _figure(7, 4.5)
+    fig = new_figure(7, 4.5)
     ax = fig.add_subplot()
-    for _, trial in data.groupby(keys, sort=True):
+    lines = data.groupby(keys, sort=True)
+    for index, (_, trial) in enumerate(lines):
         trial = trial.sort_values("epoch")
         colour = f"C{methods.index(trial['_method'].iloc[0]) % 10}"
-        ax.plot(trial["epoch"], trial["lr"], marker=".", lw=1, alpha=0.7, color=colour)
+        ax.plot(dodge(trial["epoch"], index, lines.ngroups), trial["lr"], marker=".", lw=1,
+                alpha=0.7, color=colour)
     ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("learning rate (log scale)")
+    ax.set_xlabel(axis_label("epoch"))
+    ax.set_ylabel(f"{axis_label('lr')} (log scale)")
     ax.set_title("Learning rate per epoch, a line per trial")
     ax.legend(handles=[Line2D([], [], color=f"C{i % 10}", marker=".", label=m)
                        for i, m in enumerate(methods)], fontsize="small")
@@ -273,7 +281,8 @@ def plot_lr_paths(trials: pd.DataFrame, epochs: pd.DataFrame | None, path: str |
 
 def make_plots(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Path,
                metric: str = HEADLINE_METRIC) -> list[Plot]:
-    """Write every plot into ``out_dir`` (``<name>.png``); skipped ones carry their reason."""
+    """Write every plot into ``out_dir`` (``<name>.png`` and ``<name>.svg``); skipped ones
+    carry their reason."""
     out = Path(out_dir)
     return [
         plot_miou_vs_points(trials, out / "miou_vs_points.png", metric),

@@ -22,6 +22,7 @@ from forest_seg.analysis.methods import (
     method_notes,
     methods_for_report,
 )
+from forest_seg.analysis.optuna_plots import optuna_plots
 from forest_seg.analysis.pairs import NOT_RESOLVED, paired_differences
 from forest_seg.analysis.plots import Plot, make_plots
 from forest_seg.analysis.stats import (
@@ -259,8 +260,7 @@ def _labelling_section(trials: pd.DataFrame, out: Path, metric: str, cost: CostM
     verdict = labelling_verdict(trials, cost, delta=delta, metric=metric)
     if verdict.table.empty:
         return verdict, [], []
-    plot = plot_miou_vs_label_cost(verdict.table, out / "miou_vs_label_cost.png",
-                                   metric_label(metric))
+    plot = plot_miou_vs_label_cost(verdict.table, out / "miou_vs_label_cost.png", metric)
     model = (f"cost model: {cost.seconds_per_point:g} s per point click, "
              f"{cost.seconds_per_mask:g} s per dense mask of a tile")
     text = "\n\n".join([f"**Verdict:** {verdict.text}.", model,
@@ -273,7 +273,7 @@ def _labelling_section(trials: pd.DataFrame, out: Path, metric: str, cost: CostM
 
 def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Path,
             metric: str = HEADLINE_METRIC, comparison: dict | None = None,
-            title: str = "Sweep analysis", *, cost: CostModel | None = None,
+            title: str = "Sweep analysis", study=None, *, cost: CostModel | None = None,
             delta: float = DEFAULT_DELTA) -> Analysis:
     """Compute the tables, write the PNGs and ``report.md`` into ``out_dir``.
 
@@ -284,7 +284,9 @@ def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Pa
     hold several methods (experiment kinds from the directory names, or lr schedules); a
     Baselines table when the trials carry ``baseline_*`` columns; when two or more labellings
     (point counts, dense) are present, the labelling-cost ranking under ``cost`` with the
-    cheapest labelling within ``delta`` of the best (:mod:`~forest_seg.analysis.cost`). Returns an
+    cheapest labelling within ``delta`` of the best (:mod:`~forest_seg.analysis.cost`). With
+    ``study`` (the Optuna study of an Optuna experiment) the plots are Optuna's own
+    (:mod:`~forest_seg.analysis.optuna_plots`) instead of the grid's. Returns an
     :class:`Analysis`; ``sections`` holds (title, markdown) pairs in report order, for printing.
     """
     out = Path(out_dir)
@@ -298,7 +300,8 @@ def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Pa
     status = status_counts(trials)
     labelling, labelling_sections, cost_plots = _labelling_section(trials, out, metric, cost,
                                                                    delta)
-    plots = make_plots(trials, epochs, out, metric) + cost_plots
+    plots = (make_plots(trials, epochs, out, metric) if study is None
+             else optuna_plots(study, out)) + cost_plots
     notes = _notes(trials, summary, diffs, metric)
     if methods is not None:
         notes[-1:-1] = method_notes(methods, trials)

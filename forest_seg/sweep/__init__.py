@@ -17,7 +17,9 @@ Building the values imports no Ray. Ray objects an experiment pickles (the train
 results callback) live in this package, so ``tune.Tuner.restore(path, trainable)`` and
 ``tune.ExperimentAnalysis(path)`` work from any folder. Modules: ``study`` (the values),
 ``presets``, ``runner`` (Ray start, resources, Tuner), ``callbacks`` (results.csv, history.csv),
-``files``, ``tables`` (the closing text) and ``flags`` (the drivers' shared flags).
+``files``, ``tables`` (the closing text), ``flags`` (the drivers' shared flags),
+``config_file`` (``--config FILE`` and the experiment's sweep.json), ``optuna_trials`` (the
+Optuna searcher that records pruned trials) and ``optuna_storage`` (where its study lives).
 """
 
 from .presets import PRESETS, preset_config

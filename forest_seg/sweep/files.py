@@ -1,4 +1,4 @@
-"""Reading and writing an experiment's CSV files on a local folder or a storage URI."""
+"""Reading and writing an experiment's text files (CSV, JSON) on a local folder or a URI."""
 
 from __future__ import annotations
 
@@ -25,9 +25,14 @@ def read_csv(experiment_path: str, name: str) -> pd.DataFrame | None:
 
 def write_csv(experiment_path: str, name: str, frame: pd.DataFrame) -> None:
     """Replace ``<experiment_path>/<name>`` with ``frame`` (written to a temporary file first)."""
+    write_text(experiment_path, name, frame.to_csv(index=False))
+
+
+def write_text(experiment_path: str, name: str, text: str) -> None:
+    """Replace ``<experiment_path>/<name>`` with ``text`` (written to a temporary file first)."""
     fs, root = _filesystem(experiment_path)
     fs.create_dir(root, recursive=True)
     tmp = f"{root}/.{name}.tmp"
     with fs.open_output_stream(tmp) as stream:
-        stream.write(frame.to_csv(index=False).encode())
+        stream.write(text.encode())
     fs.move(tmp, f"{root}/{name}")

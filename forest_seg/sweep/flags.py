@@ -9,6 +9,7 @@ from typing import Any
 
 from ..config import TrainConfig, add_config_arguments, config_from_args
 from ..errors import ConfigError
+from .config_file import add_config_flag, sweep_settings
 from .presets import PRESETS, auto_preset
 from .study import Asha, Launch
 from .tracking import TRACKERS
@@ -22,6 +23,7 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The flags every driver shares; the driver adds its search-space flags."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     run = parser.add_argument_group("sweep")
+    add_config_flag(run)
     run.add_argument("--preset", choices=("auto", "cpu", "paper"), default="auto",
                      help="fixed-config defaults: paper = the report's scale (GPU); cpu = "
                           "minutes on a laptop; auto (default) picks by the hardware found")
@@ -73,12 +75,14 @@ def multi_values(args: argparse.Namespace, name: str) -> list[str]:
 
 
 def launch_from_args(args: argparse.Namespace, **defaults: Any) -> Launch:
-    """The Launch the flags describe; ``defaults`` fill flags left unset (None)."""
+    """The Launch the flags describe, carrying them all as the settings its experiment's
+    sweep.json records; ``defaults`` fill flags left unset (None)."""
     names = ("address", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "max_failures",
              "storage_path", "name", "resume", "wait_for_nodes", "tracking", "mlflow_uri")
     values = {n: getattr(args, n) for n in names}
     values.update({k: v for k, v in defaults.items() if values.get(k) is None})
-    return Launch(**values, verbose=2 if getattr(args, "verbose", False) else 0)
+    return Launch(**values, settings=sweep_settings(args),
+                  verbose=2 if getattr(args, "verbose", False) else 0)
 
 
 def scheduler_from_args(args: argparse.Namespace) -> Asha | None:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..results import RESULTS_FILE
+from .config_file import save_sweep_file
 from .files import read_csv
 from .study import METRIC, MODE, Launch, Study
 from .tables import EXPERIMENT
@@ -109,10 +110,13 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
         study = resolve_data(study)
         storage, name = launch.experiment(study.driver)
         path = f"{storage}/{name}"
-        shown = {k: v for k, v in asdict(launch).items() if v is not None and v is not False}
+        shown = {k: v for k, v in asdict(launch).items()
+                 if v is not None and v is not False and k != "settings"}
         print(f"{study.driver}: " + json.dumps(
             {"experiment": path, "resources": resources, "launch": shown,
              **study.description(), "base": study.base.to_dict()}, default=str), flush=True)
+        if launch.settings is not None and not launch.resume:
+            save_sweep_file(path, launch.settings)
         runnable = tune.with_resources(trainable, resources)
         if study.random_seed is not None:
             random.seed(study.random_seed)

@@ -168,6 +168,8 @@ class Launch:
     it (default ``<driver>-<time>``); ``resume`` continues the experiment ``name`` (default:
     the newest of the driver's). ``wait_for_nodes`` skips the check that some node can run a
     trial (autoscaling clusters add nodes on demand). ``verbose``: Ray Tune's progress output.
+    ``settings``: the driver's flag values, saved as the experiment's ``sweep.json`` when a
+    new sweep starts (:mod:`forest_seg.sweep.config_file`; None: no file).
     """
 
     address: str | None = None
@@ -182,6 +184,7 @@ class Launch:
     verbose: int = 0
     tracking: str = "none"
     mlflow_uri: str | None = None
+    settings: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.max_concurrent is not None and self.max_concurrent < 1:
