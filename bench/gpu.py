@@ -312,7 +312,7 @@ def _run(args: argparse.Namespace, data: str | None, sizes: dict, lines: JsonLin
                       lambda line: env.update(lines.write(**line)))
 
     guarded(lines, "environment", environment)
-    if args.device == "cuda" and not env.get("cuda_available"):
+    if args.device == "cuda" and env.get("cuda_available") is False:
         raise ConfigError("invalid --device cuda: no CUDA GPU is visible to this process")
     device = args.device if args.device != "auto" else (
         "cuda" if env.get("cuda_available") else "cpu")

@@ -18,4 +18,4 @@ if [ -f "$sample/meta_data.csv" ]; then
 fi
 # decoded tiles go to a scratch folder, not to $OUT (whose files travel back)
 export FOREST_SEG_CACHE="${FOREST_SEG_CACHE:-$(mktemp -d)}"
-exec python -m bench.gpu --out "${OUT:-.}/gpu.jsonl" --budget-s 420 "$@"
+exec python -m bench.gpu --device cuda --out "${OUT:-.}/gpu.jsonl" --budget-s 420 "$@"

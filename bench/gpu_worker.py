@@ -31,6 +31,7 @@ import sys
 import time
 from contextlib import contextmanager
 
+from forest_seg.cli import run_cli
 from forest_seg.config import TrainConfig
 
 MPS_CONTROL = "nvidia-cuda-mps-control"
@@ -40,8 +41,9 @@ PACKED_CHUNK_BATCHES = 8
 
 
 def emit(record: dict) -> None:
-    """One JSON line on stdout, flushed at once (the parent reads it as it comes)."""
-    print(json.dumps(record), flush=True)
+    """One JSON line on the process's stdout, flushed at once (the parent reads it as it
+    comes); :func:`main` sends every other print to stderr."""
+    print(json.dumps(record), file=sys.__stdout__, flush=True)
 
 
 def environment(device_name: str) -> dict:
@@ -183,14 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     started = time.time()
+    sys.stdout = sys.stderr  # stdout carries the JSON lines only (emit), never a stray print
     args = build_parser().parse_args(argv)
     config = json.loads(args.config)
     if args.mode == "trial":
         trial(config, args.device, args.launched_at or started, started, args.seconds,
               args.wait, args.threads)
-        return
+        return 0
     if args.threads:
         import torch
 
@@ -199,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
         emit({"section": "environment", **environment(args.device)})
     else:
         precision(TrainConfig.from_dict(config), args.device, args.max_epochs, args.seconds)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))  # bad input (data, config): one "error: ..." line on stderr

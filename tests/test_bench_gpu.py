@@ -142,6 +142,23 @@ def test_a_budget_too_small_skips_the_parts_and_still_closes(tmp_path):
     assert done.returncode == 1  # nothing to project from: a failed part
 
 
+@pytest.mark.slow
+def test_parts_that_fail_write_error_lines_and_the_check_goes_on(tmp_path, tiny_data):
+    # 4 tiles: 3 train, fewer than a batch of 4, so every trial process fails on its data
+    done, lines = run_check(tmp_path, "--device", "cpu", "--tiny", "--data", str(tiny_data),
+                            "--max-tiles", "4")
+    errors = [(line["section"], line.get("trials")) for line in lines if "error" in line]
+    assert errors == [("precision", None), ("startup", None), ("packed", 1), ("packed", 2),
+                      ("projection", None)]
+    for line in lines:
+        if line["section"] in ("precision", "startup", "packed") and "error" in line:
+            assert "exit status 2" in line["error"]  # the worker's one clear line:
+            assert "error: data=" in line["error"]
+            assert "fewer than batch_size=4" in line["error"]
+    assert lines[-1]["failed"] == ["packed", "precision", "projection", "startup"]
+    assert done.returncode == 1
+
+
 def test_projection_from_hand_computed_figures():
     results = {
         ("packed", (1, False)): {"images_per_s": 100.0},
