@@ -254,9 +254,9 @@ def study_projection(results: dict) -> dict:
             + ("" if evaluation else "; not measured: a third of a training image's cost"),
             "each trial pays the measured start-up once; the trials of a wave start together"
             + ("" if startup else "; not measured: counted 0"),
-            "a checkpoint every epoch (checkpoint_every=1), saved in the training loop; "
-            "packed trials save theirs side by side" + ("" if checkpoint else
-                                                        "; not measured: counted 0"),
+            "a checkpoint every epoch (checkpoint_every=1: an upper bound where checkpoints "
+            "are rarer), saved in the training loop; packed trials save theirs side by side"
+            + ("" if checkpoint else "; not measured: counted 0"),
             "no early stopping (ASHA would stop some trials sooner); no Ray overhead",
         ],
     }

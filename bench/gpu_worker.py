@@ -30,9 +30,12 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from forest_seg.cli import run_cli
 from forest_seg.config import TrainConfig
+
+from .report import cpu_model
 
 MPS_CONTROL = "nvidia-cuda-mps-control"
 # tiles per timed call of train_epoch in a packed trial: a few batches, so a trial's window
@@ -50,9 +53,14 @@ def environment(device_name: str) -> dict:
     """The software and the device (``cuda_available`` tells the parent what ``auto`` means)."""
     import torch
 
+    from forest_seg.train import available_cpus
+
+    cpuinfo = Path("/proc/cpuinfo")
     info = {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cpu": cpu_model(cpuinfo.read_text() if cpuinfo.exists() else ""),
+            "cpus": available_cpus(),
+            "host_memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+            "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version(), "cuda_available": torch.cuda.is_available(),
             "mps_control": shutil.which(MPS_CONTROL), "nvidia_smi": nvidia_smi()}
     if torch.cuda.is_available() and device_name != "cpu":
@@ -62,7 +70,7 @@ def environment(device_name: str) -> dict:
                     device_count=torch.cuda.device_count(), total_memory_bytes=total,
                     free_memory_bytes=free, multiprocessors=props.multi_processor_count)
     else:
-        info.update(device=platform.processor() or platform.machine(), device_count=0)
+        info.update(device="cpu", device_count=0)
     return info
 
 
