@@ -24,7 +24,7 @@ from bench.gpu import (
     main,
     study_projection,
 )
-from bench.gpu_procs import WorkerError, WorkerProcess
+from bench.gpu_procs import WorkerError, WorkerProcess, mps_daemon
 from bench.gpu_steps import StepTimes, TimedModel, time_training
 from forest_seg.batches import prepare_trial_data
 from forest_seg.config import TrainConfig
@@ -226,6 +226,38 @@ def test_a_worker_past_its_time_is_killed_and_a_failed_one_quotes_its_stderr(tmp
     with pytest.raises(WorkerError, match="exit status 2.*invalid choice: 'calibrate'"):
         bad.next_line(time.monotonic() + 60)
     bad.close()
+
+
+def fake_mps_control(tmp_path: Path, start_status: int = 0) -> Path:
+    """A stand-in for nvidia-cuda-mps-control that logs its calls: ``-d`` (start, with the
+    pipe and log folders it was given) and the commands read on stdin."""
+    script = tmp_path / "nvidia-cuda-mps-control"
+    log = tmp_path / "mps-calls.log"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = "-d" ]; then echo "start $CUDA_MPS_PIPE_DIRECTORY '
+        f'$CUDA_MPS_LOG_DIRECTORY" >> {log}; echo "cannot start" >&2; exit {start_status}; fi\n'
+        f'read command; echo "$command" >> {log}\n')
+    script.chmod(0o755)
+    return script
+
+
+def test_mps_daemon_is_private_and_stopped_with_quit(tmp_path):
+    control = fake_mps_control(tmp_path)
+    with mps_daemon(str(control)) as env:
+        pipe, logs = Path(env["CUDA_MPS_PIPE_DIRECTORY"]), Path(env["CUDA_MPS_LOG_DIRECTORY"])
+        assert pipe.is_dir() and logs.is_dir()
+        assert (tmp_path / "mps-calls.log").read_text() == f"start {pipe} {logs}\n"
+    assert (tmp_path / "mps-calls.log").read_text() == f"start {pipe} {logs}\nquit\n"
+    assert not pipe.exists()  # its temporary folder is gone
+
+
+def test_mps_daemon_that_does_not_start_is_an_error(tmp_path):
+    control = fake_mps_control(tmp_path, start_status=1)
+    with pytest.raises(WorkerError, match="-d failed with exit status 1: cannot start"):
+        with mps_daemon(str(control)):
+            pytest.fail("the block must not run without a daemon")
+    assert "quit" not in (tmp_path / "mps-calls.log").read_text()
 
 
 def test_step_times_count_every_training_step_and_leave_no_hook(tiny_data):
