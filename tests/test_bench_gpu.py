@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import bench.gpu
 from bench.gpu import (
     STUDY_EPOCHS,
     STUDY_SEEDS,
@@ -130,33 +131,55 @@ def test_tiny_check_runs_every_part_without_ray_or_pandas(tmp_path, tiny_data):
     assert projection["total_min"] == pytest.approx(parts_s / 60)
 
 
-@pytest.mark.slow
-def test_a_budget_too_small_skips_the_parts_and_still_closes(tmp_path):
-    done, lines = run_check(tmp_path, "--device", "cpu", "--tiny", "--budget-s", "1")
-    sections = [(line["section"], "skipped" in line or "error" in line) for line in lines]
-    assert sections[:2] == [("environment", False), ("settings", False)]
-    assert all(bad for name, bad in sections[2:-1]), sections
-    assert {"precision", "startup", "packed"} <= {line["section"] for line in lines
-                                                  if "skipped" in line}
-    assert lines[-1]["section"] == "done" and lines[-1]["failed"] == ["projection"]
-    assert done.returncode == 1  # nothing to project from: a failed part
+@pytest.fixture
+def failing_workers(monkeypatch):
+    """The check's processes replaced: the environment reports a CPU; every other part
+    fails as a crashed worker would."""
+    def stream_worker(args, timeout_s, on_line, env=None):
+        if args[0] != "environment":
+            raise WorkerError(f"exit status 1: {args[0]} crashed")
+        on_line({"section": "environment", "cuda_available": False, "cpus": 2})
+
+    def packed_run(args, trials, timeout_s, env=None):
+        raise WorkerError(f"exit status 1: {trials} packed trial(s) crashed")
+
+    monkeypatch.setattr(bench.gpu, "stream_worker", stream_worker)
+    monkeypatch.setattr(bench.gpu, "packed_run", packed_run)
 
 
-@pytest.mark.slow
-def test_parts_that_fail_write_error_lines_and_the_check_goes_on(tmp_path, tiny_data):
-    # 4 tiles: 3 train, fewer than a batch of 4, so every trial process fails on its data
-    done, lines = run_check(tmp_path, "--device", "cpu", "--tiny", "--data", str(tiny_data),
-                            "--max-tiles", "4")
-    errors = [(line["section"], line.get("trials")) for line in lines if "error" in line]
-    assert errors == [("precision", None), ("startup", None), ("packed", 1), ("packed", 2),
-                      ("projection", None)]
-    for line in lines:
-        if line["section"] in ("precision", "startup", "packed") and "error" in line:
-            assert "exit status 2" in line["error"]  # the worker's one clear line:
-            assert "error: data=" in line["error"]
-            assert "fewer than batch_size=4" in line["error"]
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_parts_that_fail_write_error_lines_and_the_check_goes_on(tmp_path, failing_workers):
+    assert main(["--device", "cpu", "--tiny", "--out", str(tmp_path / "gpu.jsonl")]) == 1
+    lines = read_lines(tmp_path / "gpu.jsonl")
+    errors = [(line["section"], line.get("trials"), line["error"]) for line in lines
+              if "error" in line]
+    assert errors == [
+        ("precision", None, "WorkerError: exit status 1: precision crashed"),
+        ("startup", None, "WorkerError: exit status 1: trial crashed"),
+        ("packed", 1, "WorkerError: exit status 1: 1 packed trial(s) crashed"),
+        ("packed", 2, "WorkerError: exit status 1: 2 packed trial(s) crashed"),
+        ("projection", None, "ValueError: no training rate measured (no packed or "
+                             "precision bf16_cl line)"),
+    ]
+    assert lines[-1]["section"] == "done"
     assert lines[-1]["failed"] == ["packed", "precision", "projection", "startup"]
-    assert done.returncode == 1
+
+
+def test_a_budget_too_small_skips_the_parts_and_still_closes(tmp_path, failing_workers):
+    assert main(["--device", "cpu", "--tiny", "--budget-s", "1",
+                 "--out", str(tmp_path / "gpu.jsonl")]) == 1
+    lines = read_lines(tmp_path / "gpu.jsonl")
+    skipped = [(line["section"], line.get("trials")) for line in lines[:-1]
+               if "skipped" in line]
+    # too little time: nothing starts, so nothing crashes; MPS is skipped on a CPU anyway
+    assert skipped == [("precision", None), ("startup", None), ("packed", 1), ("packed", 2),
+                       ("packed", None)]
+    assert [line["section"] for line in lines if "error" in line] == ["projection"]
+    assert lines[-1] == {**lines[-1], "section": "done", "failed": ["projection"],
+                         "skipped": ["packed", "precision", "startup"]}
 
 
 def test_projection_from_hand_computed_figures():
