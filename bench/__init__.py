@@ -14,7 +14,10 @@ small grid; and, with a CUDA device, fp32 vs bf16 + channels_last and trials pac
 Modules: ``report`` (pure helpers: table, last line, /proc parsing, history arithmetic),
 ``runs`` (the driver subprocess), ``proctree`` (CPU time by role of the driver's processes),
 ``throughput``, ``cache_speed``, ``memory``, ``sweep_efficiency``, ``gpu``, ``sections``
-(each part's rows and notes) and ``__main__`` (the CLI).
+(each part's rows and notes) and ``__main__`` (the CLI). ``python -m bench.gpu`` is the
+prepared GPU check, which needs PyTorch only: ``gpu`` (its CLI and projection),
+``gpu_procs`` (its measuring processes, packing, MPS), ``gpu_worker`` (one such process) and
+``gpu_steps`` (timing ``train_epoch``/``evaluate``).
 """
 
 from bench.report import (

@@ -9,8 +9,10 @@ import platform
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # annotations only: the GPU check (bench.gpu) runs where pandas may be absent
+    import pandas as pd
 
 LAST_LINE_PREFIX = "tune/bare throughput ratio: "
 WARMUP_EPOCHS = 1  # epoch 1 faults in the tiles and warms allocators; compared: epochs >= 2

@@ -110,7 +110,12 @@ class UNetHead(nn.Module):
 
 
 class SegmentationModel(nn.Module):
-    """Encoder + head; ``forward(x [B,in_channels,H,W]) -> logits [B,num_classes,H,W]``."""
+    """Encoder + head; ``forward(x [B,in_channels,H,W]) -> logits [B,num_classes,H,W]``.
+
+    The head's coarse logits (e.g. [B,C,H/32,W/32]) are upsampled in float32 even under
+    autocast: bilinear upsampling in bf16 would round the interpolated logits (and their
+    gradients) to 8 bits of mantissa, which costs dense supervision its precision.
+    """
 
     def __init__(self, encoder: ResNetEncoder, head: nn.Module) -> None:
         super().__init__()
@@ -119,7 +124,9 @@ class SegmentationModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.head(self.encoder(x))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.interpolate(logits.float(), size=x.shape[-2:], mode="bilinear",
+                                 align_corners=False)
 
 
 def adapt_conv1(weight: Tensor, in_channels: int) -> Tensor:

@@ -233,6 +233,20 @@ def test_seeded_init_is_deterministic():
     assert not torch.allclose(outs[0], outs[2])
 
 
+@pytest.mark.parametrize("head", HEADS)
+def test_logits_upsampled_in_float32_under_bf16_autocast(head):
+    torch.manual_seed(0)
+    model = build_model(head, encoder_stages=1).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        coarse = model.head(model.encoder(x))
+        out = model(x)
+    assert coarse.dtype == torch.bfloat16  # autocast is on: the head computes in bf16
+    assert out.dtype == torch.float32 and out.shape == (2, 2, 32, 32)
+    expected = F.interpolate(coarse.float(), size=(32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
 def test_channels_last_matches_contiguous():
     model = build_model("unet", encoder_stages=2).eval()
     x = torch.randn(2, 3, 40, 40)
