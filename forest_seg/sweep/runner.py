@@ -26,13 +26,16 @@ TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 def connect(address: str | None = None) -> Iterator[list[dict[str, float]]]:
     """Be connected to Ray for the block; yields the CPU and GPU counts of each alive node.
 
-    Joins ``address``, or starts a local Ray whose addresses stay on 127.0.0.1, only when
-    this process is not connected yet, and then shuts down on leaving the block what it
-    started (an existing connection is used as it is and kept).
+    Joins ``address``, else the cluster ``RAY_ADDRESS`` names (Ray sets it for a driver that
+    runs as a Ray job, ``ray job submit -- python sweeps/grid.py``), else starts a local Ray
+    whose addresses stay on 127.0.0.1; only when this process is not connected yet. A joined
+    cluster gets no start-up options (a running cluster rejects them). What it started, it
+    shuts down on leaving the block (an existing connection is used as it is and kept).
     """
     import ray
 
     started = not ray.is_initialized()
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if started and address is None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         # Ray enables token authentication for a new local cluster (its default, kept) and says
@@ -41,6 +44,7 @@ def connect(address: str | None = None) -> Iterator[list[dict[str, float]]]:
         ray.init(_node_ip_address="127.0.0.1", include_dashboard=False,
                  object_store_memory=256 * 1024**2, log_to_driver=False)
     elif started:
+        print(f"joining the Ray cluster at {address}", flush=True)
         ray.init(address=address, log_to_driver=False)
     try:
         yield [{"CPU": n["Resources"].get("CPU", 0.0), "GPU": n["Resources"].get("GPU", 0.0)}
