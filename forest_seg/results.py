@@ -9,7 +9,8 @@ crash), so both apply one rule set:
   (:func:`history_row`) and its ``baseline_*`` keys;
 - ``results.csv``: a row per trial: ``trial_id``, ``driver`` (the search that ran it:
   ``grid``, ``optuna``, ``pbt``, or the name a Study gives), the :data:`CONFIG_COLUMNS`, then
-  :data:`RESULT_TAIL` and the ``baseline_*`` and ``best_<metric>`` columns;
+  :data:`RESULT_TAIL`, ``error`` (a failed trial's reason, ``"<Exception>: <message>"``; empty
+  otherwise) and the ``baseline_*`` and ``best_<metric>`` columns;
 
 - ``status``: ``DIVERGED`` if the last epoch diverged, else ``ERROR`` if the trial failed,
   else ``EARLY_STOPPED`` if it reached fewer epochs than planned, else ``COMPLETED``;
@@ -52,6 +53,7 @@ HISTORY_COLUMNS = (
 CONFIG_COLUMNS = tuple("max_epochs" if name == "epochs" else name
                        for name in TrainConfig.field_names())
 DRIVER_COLUMN = "driver"
+ERROR_COLUMN = "error"  # an ERROR trial's reason in one line
 FINAL_METRICS = ("val_iou", "val_miou", "val_loss")
 BEST_METRICS = ("best_val_iou", "best_val_miou", "best_val_loss")
 # per-epoch keys whose value at the best epoch is recorded as best_<key>
@@ -150,15 +152,16 @@ def trial_summary(
     errored: bool = False,
     train_time_s: float | None = None,
     driver: str | None = None,
+    error: str | None = None,
 ) -> dict[str, Any]:
     """The results.csv row of one trial from its config and its per-epoch metric rows.
 
     Columns: ``trial_id``, ``driver`` (when given), the config columns, ``status``, the final
     ``val_iou``, ``val_miou``, ``val_loss``, ``best_epoch`` and the ``best_*`` metrics of that
     epoch, ``epochs`` (reached),
-    ``train_time_s`` (default: the sum of the rows' ``epoch_time_s``), then the ``baseline_*``
-    values (see the module docstring). ``rows`` should hold one row per epoch
-    (:func:`unique_epochs`).
+    ``train_time_s`` (default: the sum of the rows' ``epoch_time_s``), ``error`` (the failed
+    trial's one-line reason, None otherwise), then the ``baseline_*`` values (see the module
+    docstring). ``rows`` should hold one row per epoch (:func:`unique_epochs`).
     """
     columns = config_columns(config)
     last = rows[-1] if rows else {}
@@ -174,6 +177,7 @@ def trial_summary(
     if train_time_s is None:
         train_time_s = sum(_number(r.get("epoch_time_s"), 0.0) for r in rows)
     summary["train_time_s"] = train_time_s
+    summary[ERROR_COLUMN] = error if errored else None
     summary.update(baseline_values(rows))
     return summary
 

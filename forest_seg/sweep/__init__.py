@@ -16,8 +16,10 @@ and returns the results frame::
 Building the values imports no Ray. Ray objects an experiment pickles (the trainable, the
 results callback) live in this package, so ``tune.Tuner.restore(path, trainable)`` and
 ``tune.ExperimentAnalysis(path)`` work from any folder. Modules: ``study`` (the values),
-``presets``, ``runner`` (Ray start, resources, Tuner), ``callbacks`` (results.csv, history.csv),
-``files``, ``tables`` (the closing text) and ``flags`` (the drivers' shared flags).
+``presets``, ``runner`` (Ray start, resources, Tuner), ``concurrency`` (the trial limit for
+every searcher), ``callbacks`` (results.csv, history.csv), ``trial_errors`` (a failure's
+reason, no retry of bad input), ``files``, ``tables`` (the closing text) and ``flags`` (the
+drivers' shared flags).
 """
 
 from .presets import PRESETS, preset_config

@@ -6,7 +6,8 @@ It lives in the installed package because Ray pickles it into the experiment: re
 history.csv is rewritten after every reported epoch (so it is current when a trial ends) and
 results.csv after every finished trial, so a killed driver loses nothing that was reported; a
 resumed driver reads both files back first, and a trial retried from a checkpoint overwrites
-its re-reported epochs. The columns are :mod:`forest_seg.results`'s schema.
+its re-reported epochs. The columns are :mod:`forest_seg.results`'s schema; a failed trial's
+``error`` is the one-line reason Ray stored beside it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ from ..results import (
     trial_summary,
 )
 from .files import read_csv, write_csv
+from .trial_errors import InputErrorsFailOnce, trial_error_line
+
+
+def sweep_callbacks(experiment_path: str, driver: str | None) -> list[tune.Callback]:
+    """The Ray Tune callbacks of every sweep: its results files, and no retry of a trial
+    that failed on a bad input."""
+    return [ResultsFiles(experiment_path, driver), InputErrorsFailOnce()]
 
 
 class ResultsFiles(tune.Callback):
@@ -65,7 +73,7 @@ class ResultsFiles(tune.Callback):
         total = (trial.last_result or {}).get("time_total_s")
         self._summaries[trial.trial_id] = trial_summary(
             trial.trial_id, trial.config, rows, errored=errored, train_time_s=total,
-            driver=self.driver,
+            driver=self.driver, error=trial_error_line(trial) if errored else None,
         )
         write_csv(self.experiment_path, RESULTS_FILE,
                   pd.DataFrame(list(self._summaries.values())))

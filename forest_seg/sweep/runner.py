@@ -22,8 +22,9 @@ from .tables import EXPERIMENT
 def connect(address: str | None = None) -> Iterator[list[dict[str, float]]]:
     """Be connected to Ray for the block; yields the CPU and GPU counts of each alive node.
 
-    Joins ``address``, or starts a local Ray whose addresses stay on 127.0.0.1, only when
-    this process is not connected yet, and then shuts down on leaving the block what it
+    Joins ``address``, or starts a new local Ray whose addresses stay on 127.0.0.1 (never one
+    that ``RAY_ADDRESS`` or a ``ray start`` on this machine points at), only when this
+    process is not connected yet, and then shuts down on leaving the block what it
     started (an existing connection is used as it is and kept).
     """
     import ray
@@ -31,7 +32,7 @@ def connect(address: str | None = None) -> Iterator[list[dict[str, float]]]:
     started = not ray.is_initialized()
     if started and address is None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False,
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                  object_store_memory=256 * 1024**2, log_to_driver=False)
     elif started:
         ray.init(address=address, log_to_driver=False)
@@ -90,7 +91,8 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
     from ray.tune.search import BasicVariantGenerator
 
     from ..train import trainable
-    from .callbacks import ResultsFiles
+    from .callbacks import sweep_callbacks
+    from .concurrency import limit_concurrency
 
     launch = launch or Launch()
     # Snapshot the experiment state every second (Ray's default: every >= 10 s), so a driver
@@ -121,19 +123,20 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
             scheduler = study.scheduler
             if hasattr(scheduler, "build"):
                 scheduler = scheduler.build(study.base.epochs)
+            search = limit_concurrency(search, launch.max_concurrent, scheduler, samples)
             tuner = tune.Tuner(
                 runnable,
                 param_space=study.param_space(),
                 tune_config=tune.TuneConfig(
                     metric=METRIC, mode=MODE, scheduler=scheduler, search_alg=search,
-                    num_samples=samples, max_concurrent_trials=launch.max_concurrent,
+                    num_samples=samples,
                 ),
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage, verbose=launch.verbose,
                     failure_config=tune.FailureConfig(max_failures=launch.max_failures),
                     checkpoint_config=tune.CheckpointConfig(
                         num_to_keep=study.keep_checkpoints),
-                    callbacks=[ResultsFiles(path, study.driver)],
+                    callbacks=sweep_callbacks(path, study.driver),
                 ),
             )
         tuner.fit()
