@@ -170,6 +170,19 @@ def test_run_uses_a_ray_it_did_not_start_and_keeps_it(tmp_path, local_ray):
     assert results["driver"].tolist() == ["grid"] and results["points"].tolist() == [10]
 
 
+@pytest.mark.slow
+def test_connect_starts_its_own_ray_whatever_ray_address_says(monkeypatch):
+    import ray
+
+    from forest_seg.sweep import connect
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")  # a cluster that is not there
+    with connect() as nodes:
+        assert ray.get_runtime_context().gcs_address != "127.0.0.1:9"
+        assert len(nodes) == 1 and nodes[0]["CPU"] >= 1
+    assert not ray.is_initialized()
+
+
 def test_closing_text_of_a_sweep_without_finished_trials():
     from forest_seg.sweep import closing_text
 
@@ -204,6 +217,24 @@ def test_results_files_record_the_epochs_a_resumed_trial_restored(tmp_path):
     assert RESTORED_EPOCHS not in history.columns
     results = pd.read_csv(tmp_path / "results.csv")
     assert results.loc[0, "epochs"] == 3 and results.loc[0, "status"] == "COMPLETED"
+
+
+def test_results_hold_the_config_of_the_last_epoch_a_trial_trained(tmp_path):
+    """PBT exploits after a trial's last epoch: Ray changes the trial's config, which never
+    trains; results.csv keeps the config that trained the last epoch (history.csv's lr)."""
+    from types import SimpleNamespace
+
+    from forest_seg.sweep.callbacks import ResultsFiles
+
+    trial = SimpleNamespace(trial_id="t1", config={"lr": 1e-3, "epochs": 2}, last_result={})
+    writer = ResultsFiles(str(tmp_path))
+    for epoch in (1, 2):
+        writer.on_trial_result(epoch, [], trial, {"epoch": epoch, "val_miou": 0.5, "lr": 1e-3,
+                                                  "config": dict(trial.config)})
+    trial.config = {"lr": 1.2e-3, "epochs": 2}  # perturbed after epoch 2
+    writer.on_trial_complete(3, [], trial)
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert results.loc[0, "lr"] == 1e-3 and results.loc[0, "epochs"] == 2
 
 
 def test_clip_to_range_keeps_a_perturbed_lr_within_its_bounds():
@@ -253,7 +284,7 @@ def test_an_input_error_ends_a_trial_at_once_and_other_failures_are_retried(monk
     from ray.tune.experiment import Trial
 
     from forest_seg.errors import DatasetError
-    from forest_seg.sweep.trial_errors import InputErrorsFailOnce, error_line
+    from forest_seg.sweep.trial_errors import TrialFailures, error_line, trial_error_line
 
     monkeypatch.setattr(Trial, "local_path", property(lambda self: None))  # no error files
 
@@ -262,7 +293,7 @@ def test_an_input_error_ends_a_trial_at_once_and_other_failures_are_retried(monk
 
     def started_trial():
         trial = Trial("trainable", stub=True, max_failures=2)
-        InputErrorsFailOnce().on_trial_start(0, [trial], trial)
+        TrialFailures().on_trial_start(0, [trial], trial)
         return trial
 
     transient = started_trial()
@@ -275,6 +306,8 @@ def test_an_input_error_ends_a_trial_at_once_and_other_failures_are_retried(monk
     bad = started_trial()
     bad.handle_error(raised_in_trial(DatasetError("data=/d: 1 tile\nsecond line")))
     assert bad.run_metadata.num_failures == 1 and not bad.should_recover()
+    assert trial_error_line(bad) == "DatasetError: data=/d: 1 tile"
+    assert trial_error_line(transient) == f"RayActorError: {RayActorError()}"  # the last
     assert error_line(raised_in_trial(DatasetError("data=/d: 1 tile\nsecond line"))) == \
         "DatasetError: data=/d: 1 tile"
     assert error_line(RayActorError()) == f"RayActorError: {RayActorError()}"
