@@ -79,6 +79,13 @@ def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
 RESTORED_EPOCHS = "restored_epochs"
 
 
+def last_error_line(traceback_text: str) -> str | None:
+    """An error's one-line reason from a traceback's text (Ray's ``error.txt``): its last
+    non-empty line, the ``<module.Exception>: <message>`` line; None for empty text."""
+    lines = [line.strip() for line in traceback_text.splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
 def history_row(trial_id: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The history.csv row of one reported epoch: its :data:`HISTORY_COLUMNS` and
     ``baseline_*`` keys (Ray's own bookkeeping keys dropped)."""

@@ -29,6 +29,7 @@ from ray.exceptions import RayTaskError
 from ray.tune.experiment import Trial
 
 from ..errors import ForestSegError
+from ..results import last_error_line
 
 
 def failure_cause(exc: BaseException | None) -> BaseException | None:
@@ -66,9 +67,7 @@ def trial_error_line(trial: Any) -> str | None:
     text = trial.error_file
     if not text or not os.path.isfile(text):
         return None
-    lines = [line.strip() for line in Path(text).read_text(errors="replace").splitlines()
-             if line.strip()]
-    return lines[-1] if lines else None
+    return last_error_line(Path(text).read_text(errors="replace"))
 
 
 class _FailureAwareTrial(Trial):
