@@ -234,7 +234,24 @@ def cache_section(s: BenchSettings) -> tuple[list[Row], list[str]]:
     ]
     notes = [f"decoding the full {FULL_DATASET_TILES:,}-tile dataset once at {s.cache_size} px "
              f"would take about {fmt(full_s, 0)} s on this machine (once per machine and size)"]
-    return rows, notes
+    return rows + _point_rows(min(300, s.cache_items or 300)), notes
+
+
+def _point_rows(n_tiles: int) -> list[Row]:
+    """A trial's point labels for ``n_tiles`` full-size tiles: seconds per strategy, and how
+    they grow with 10x the points (a cost proportional to the points would grow 10x)."""
+    from .points_speed import point_sampling_seconds
+
+    few, many = 20, 200
+    _progress(f"point labels: {n_tiles} tiles of 256 px, {few} and {many} points per tile")
+    rows = []
+    for strategy, seconds in point_sampling_seconds(n_tiles, points=(few, many)).items():
+        growth = ratio(seconds[many], seconds[few])
+        rows.append(Row("data", f"point labels, {n_tiles} tiles x 256 px, {strategy}: {few} / "
+                                f"{many} points (s); growth", f"{fmt(seconds[few])} / "
+                                f"{fmt(seconds[many])}; {fmt(growth, 1)}x", "< 10x",
+                        growth < 10))
+    return rows
 
 
 # --------------------------------------------------------------------------- memory

@@ -9,7 +9,8 @@ crash), so both apply one rule set:
   (:func:`history_row`) and its ``baseline_*`` keys;
 - ``results.csv``: a row per trial: ``trial_id``, ``driver`` (the search that ran it:
   ``grid``, ``optuna``, ``pbt``, or the name a Study gives), the :data:`CONFIG_COLUMNS`, then
-  :data:`RESULT_TAIL` and the ``baseline_*`` and ``best_<metric>`` columns;
+  :data:`RESULT_TAIL`, ``error`` (a failed trial's reason, ``"<Exception>: <message>"``; empty
+  otherwise) and the ``baseline_*`` and ``best_<metric>`` columns;
 
 - ``status``: ``DIVERGED`` if the last epoch diverged, else ``ERROR`` if the trial failed,
   else ``EARLY_STOPPED`` if it reached fewer epochs than planned, else ``COMPLETED``;
@@ -57,6 +58,7 @@ HISTORY_COLUMNS = (
 CONFIG_COLUMNS = tuple("max_epochs" if name == "epochs" else name
                        for name in TrainConfig.field_names())
 DRIVER_COLUMN = "driver"
+ERROR_COLUMN = "error"  # an ERROR trial's reason in one line
 FINAL_METRICS = ("val_iou", "val_miou", "val_loss")
 BEST_METRICS = ("best_val_iou", "best_val_miou", "best_val_loss")
 # per-epoch keys whose value at the best epoch is recorded as best_<key>
@@ -84,6 +86,13 @@ RESTORED_EPOCHS = "restored_epochs"
 # The key of a report that carries the warnings the trial raised since its last report (texts);
 # the sweep prints each distinct one once.
 TRIAL_WARNINGS = "trial_warnings"
+
+
+def last_error_line(traceback_text: str) -> str | None:
+    """An error's one-line reason from a traceback's text (Ray's ``error.txt``): its last
+    non-empty line, the ``<module.Exception>: <message>`` line; None for empty text."""
+    lines = [line.strip() for line in traceback_text.splitlines() if line.strip()]
+    return lines[-1] if lines else None
 
 
 def history_row(trial_id: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -165,6 +174,7 @@ def trial_summary(
     errored: bool = False,
     train_time_s: float | None = None,
     driver: str | None = None,
+    error: str | None = None,
 ) -> dict[str, Any]:
     """The results.csv row of one trial from its config and its per-epoch metric rows.
 
@@ -172,9 +182,9 @@ def trial_summary(
     ``val_iou``, ``val_miou``, ``val_loss``, ``best_epoch`` and the ``best_*`` metrics of that
     epoch, ``epochs`` (reached),
     ``train_time_s`` (default: the sum of the rows' ``epoch_time_s``), ``train_tiles`` (the
-    training tile count the trial reported; NaN if none), then the ``baseline_*``
-    values (see the module docstring). ``rows`` should hold one row per epoch
-    (:func:`unique_epochs`).
+    training tile count the trial reported; NaN if none), ``error`` (the failed trial's
+    one-line reason, None otherwise), then the ``baseline_*`` values (see the module
+    docstring). ``rows`` should hold one row per epoch (:func:`unique_epochs`).
     """
     columns = config_columns(config)
     last = rows[-1] if rows else {}
@@ -192,6 +202,7 @@ def trial_summary(
     summary["train_time_s"] = train_time_s
     summary[TRAIN_TILES] = _number(next((r[TRAIN_TILES] for r in reversed(rows)
                                          if TRAIN_TILES in r), None))
+    summary[ERROR_COLUMN] = error if errored else None
     summary.update(baseline_values(rows))
     return summary
 

@@ -1,7 +1,10 @@
-"""Shared fixtures: the tests never touch the user's ~/.cache, find the real sample, and load
-the sweep drivers (scripts, not modules of a package) by their path."""
+"""Shared fixtures: the tests never touch the user's ~/.cache nor join a Ray cluster the machine
+points at (each test starts its own local Ray on 127.0.0.1), find the real sample, load the
+sweep drivers (scripts, not modules of a package) by their path, and count the trials a sweep
+runs at once."""
 
 import importlib.util
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,23 +19,94 @@ REAL_SAMPLE = ROOT.parent / "shared" / "data" / "forest-aerial-sample"
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
-    """Point ``$FOREST_SEG_CACHE`` at a per-session folder before any other fixture runs.
+    """Point ``$FOREST_SEG_CACHE`` at a per-session folder before any other fixture runs, and
+    unset ``RAY_ADDRESS``: no test, driver subprocess or Ray worker joins the cluster the
+    machine points at.
 
     Session-scoped so that module-scoped fixtures, subprocesses and Ray workers (which
-    inherit the environment) all see it; local Ray instances stay on 127.0.0.1.
+    inherit the environment) all see it; local Ray instances stay on 127.0.0.1. A test that
+    asserts what a cache folder holds uses its own (:func:`own_cache`).
     """
     cache = tmp_path_factory.getbasetemp() / "forest-seg-cache"
-    saved = {
-        name: os.environ.get(name) for name in (CACHE_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
-    }
+    saved = {name: os.environ.get(name)
+             for name in (CACHE_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
     os.environ[CACHE_ENV] = str(cache)
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ.pop("RAY_ADDRESS", None)
     yield cache
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch) -> Path:
+    """A tile and dataset cache folder of this test alone (``$FOREST_SEG_CACHE``), with an empty
+    in-process tile cache, for tests that assert what a cache holds: the session's shared
+    folder also holds other tests' files."""
+    from forest_seg import data
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    monkeypatch.setattr(data, "_TILE_CACHE", {})
+    return cache
+
+
+@pytest.fixture
+def local_ray():
+    """``with local_ray(num_cpus=1):`` a Ray instance of the test's own for the block: always a
+    new local one on 127.0.0.1 (``address="local"``: never the cluster of ``RAY_ADDRESS`` or
+    of a ``ray start`` on this machine)."""
+    import ray
+
+    @contextmanager
+    def started(**options):
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
+                 log_to_driver=False, **options)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+    return started
+
+
+@pytest.fixture
+def running_trials(tmp_path, monkeypatch):
+    """The most trials that were RUNNING at once in the sweeps this test runs in its own
+    process, as Ray Tune's own trial statuses show them: a callback joins every sweep's
+    callbacks and records the highest count. Call the fixture's value to read it."""
+    from ray import tune
+
+    from forest_seg.sweep import callbacks
+
+    record = tmp_path / "most-running-trials.json"
+
+    class MostRunning(tune.Callback):
+        def __init__(self) -> None:
+            self.most = 0
+
+        def _count(self, trials) -> None:
+            running = sum(trial.status == "RUNNING" for trial in trials)
+            if running > self.most:
+                self.most = running
+                record.write_text(json.dumps(running))
+
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:
+            self._count(trials)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            self._count(trials)
+
+        def on_step_end(self, iteration, trials, **info) -> None:
+            self._count(trials)
+
+    original = callbacks.sweep_callbacks
+    monkeypatch.setattr(callbacks, "sweep_callbacks",
+                        lambda *args: [*original(*args), MostRunning()])
+    return lambda: json.loads(record.read_text()) if record.is_file() else 0
 
 
 @pytest.fixture

@@ -540,6 +540,7 @@ def test_ray_fallback_gives_the_same_frames_as_the_csvs(tmp_path):
     errored.update({k: float("nan") for k in RESULT_COLS[1:] if k != "epochs"})
     errored["best_train_loss"] = float("nan")
     errored["train_time_s"] = 0.0  # no epoch reported: the sum of no epoch times
+    errored["error"] = "RuntimeError: CUDA out of memory"  # error.txt's last line
     rows.append(errored)
     csv_dir = write_exp(tmp_path / "csv", rows, history)
 

@@ -16,13 +16,7 @@ from forest_seg.cache import CACHE_ENV, cache_dir, remove_dead_temps, writable_d
 from forest_seg.data import load_tiles
 from forest_seg.errors import ForestSegError
 
-
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path, monkeypatch) -> Path:
-    """Each test owns its cache folder and starts with an empty in-process tile cache."""
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "_TILE_CACHE", {})
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("own_cache")  # each test owns its cache folder
 
 
 @pytest.fixture

@@ -238,7 +238,7 @@ def test_dataset_items(tiny):
     torch.testing.assert_close(copy[1]["image"], item["image"])
 
 
-def test_disk_cache_decodes_once_then_memory_maps(tiny, monkeypatch):
+def test_disk_cache_decodes_once_then_memory_maps(tiny, monkeypatch, own_cache):
     calls = count_decodes(monkeypatch)
     first = load_tiles(tiny, 16)
     assert len(calls) == 10  # 5 images + 5 masks
@@ -269,7 +269,7 @@ def test_cache_invalidated_when_a_file_changes(tiny, monkeypatch):
     assert len(calls) == 20 and reloaded.masks[1].sum() == 256
 
 
-def test_concurrent_writer_that_wins_the_rename_is_reused(tiny, monkeypatch):
+def test_concurrent_writer_that_wins_the_rename_is_reused(tiny, monkeypatch, own_cache):
     real_rename = os.rename
 
     def racing_rename(src, dst):
@@ -308,7 +308,7 @@ BAD_IMAGE, BAD_MASK = "images/200_sat_1.jpg", "masks/200_mask_1.jpg"
         ("bad mask", f"cannot decode mask {{root}}/{BAD_MASK}"),
     ],
 )
-def test_bad_data_errors_name_the_culprit(tmp_path, breakage, expected):
+def test_bad_data_errors_name_the_culprit(tmp_path, breakage, expected, own_cache):
     root = write_dataset(tmp_path / "d", n=3)
     csv_path = root / "meta_data.csv"
     {
@@ -468,7 +468,7 @@ def test_zero_one_png_masks_give_the_forest_of_zero_255_jpeg_masks(tmp_path):
     assert manifests["jpeg"]["mask_convention"] == "0/255"
 
 
-def test_masks_without_forest_are_refused_naming_the_numbers(tmp_path):
+def test_masks_without_forest_are_refused_naming_the_numbers(tmp_path, own_cache):
     root = write_dataset(tmp_path / "d", n=2)  # tile 2 has no forest; tile 1 has 128 px
     Image.fromarray(np.full((16, 16), 100, np.uint8)).save(root / "masks" / "100_mask_1.jpg",
                                                            quality=100)

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from forest_seg.checkpoint import save_checkpoint
+from forest_seg.config import TrainConfig
 from forest_seg.data import ForestAerialDataset, normalize_images
+from forest_seg.model import build_model
 from forest_seg.predict import main, model_input, overlay, read_rgb
 from forest_seg.synthetic import make_synthetic_dataset
 from forest_seg.train import fit
@@ -27,15 +29,41 @@ def checkpoint(tmp_path_factory):
     return target
 
 
-def test_writes_mask_and_overlay_at_the_images_own_size(checkpoint, tmp_path):
+def half_forest_checkpoint(pixels: np.ndarray, path) -> torch.nn.Module:
+    """Save (to ``path``) and return a linear-head model whose forest logit beats the
+    non-forest one on half of ``pixels`` (its classifier bias moved by the median logit
+    difference there), so that its masks follow the image rather than being constant."""
+    config = TrainConfig(image_size=32, head="linear", encoder_stages=1, pretrained="none")
+    torch.manual_seed(0)
+    model = build_model(head="linear", pretrained="none", encoder_stages=1).eval()
+    with torch.no_grad():
+        logits = model(model_input(pixels, 32, torch.device("cpu")))
+        model.head.classifier.bias[1] -= (logits[0, 1] - logits[0, 0]).median()
+    save_checkpoint(path, {"config": config.to_dict(), "model": model.state_dict()})
+    return model
+
+
+def test_masks_are_the_models_prediction_at_each_images_own_size(tmp_path):
     rng = np.random.default_rng(0)
-    image = tmp_path / "odd.jpg"
-    Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(image)
-    assert main(["--checkpoint", str(checkpoint), str(image), "--out", str(tmp_path / "o"),
+    smooth = np.kron(rng.integers(0, 255, (5, 5, 3)), np.ones((8, 10, 1))).astype(np.uint8)
+    images = {"odd": smooth, "other": smooth[::-1, ::-1].copy()}  # 40x50 px, two layouts
+    for name, pixels in images.items():
+        Image.fromarray(pixels).save(tmp_path / f"{name}.png")
+    model = half_forest_checkpoint(images["odd"], tmp_path / "checkpoint.pt")
+    assert main(["--checkpoint", str(tmp_path / "checkpoint.pt"), str(tmp_path / "odd.png"),
+                 str(tmp_path / "other.png"), "--out", str(tmp_path / "o"),
                  "--device", "cpu"]) == 0
-    mask = np.asarray(Image.open(tmp_path / "o" / "odd_mask.png"))
-    assert mask.shape == (40, 50) and set(np.unique(mask)) <= {0, 255}
-    assert Image.open(tmp_path / "o" / "odd_overlay.png").size == (100, 40)
+    masks = {}
+    for name, pixels in images.items():
+        with torch.no_grad():  # the logits at 32 px, resized back to 40x50, then the argmax
+            logits = model(model_input(pixels, 32, torch.device("cpu")))
+            expected = F.interpolate(logits, size=(40, 50), mode="bilinear",
+                                     align_corners=False).argmax(dim=1)[0].numpy()
+        masks[name] = np.asarray(Image.open(tmp_path / "o" / f"{name}_mask.png"))
+        np.testing.assert_array_equal(masks[name], expected.astype(np.uint8) * 255)
+        assert Image.open(tmp_path / "o" / f"{name}_overlay.png").size == (100, 40)
+    assert 0.3 < (masks["odd"] > 0).mean() < 0.7  # about half forest: not a constant mask
+    assert not np.array_equal(masks["odd"], masks["other"])  # the masks follow the images
 
 
 def test_overlay_tints_only_forest_pixels():

@@ -86,3 +86,11 @@ def test_validation_columns_are_every_metric_the_trial_reports():
     metrics.update(torch.tensor([[0, 1]]), torch.tensor([[0, 1]]))
     assert set(VAL_COLUMNS) == {"val_loss", *(f"val_{key}" for key in metrics.compute())}
     assert set(VAL_COLUMNS) <= set(HISTORY_COLUMNS)
+
+
+def test_an_errored_trial_keeps_its_reason_and_others_have_none():
+    rows = [epoch(1, 0.5, 0.6, 0.9)]
+    failed = trial_summary("t1", CONFIG, rows, errored=True, error="DatasetError: data=/d: 1 tile")
+    assert failed["status"] == "ERROR" and failed["error"] == "DatasetError: data=/d: 1 tile"
+    assert trial_summary("t2", CONFIG, rows, error="stale")["error"] is None  # not errored
+    assert trial_summary("t3", CONFIG, [], errored=True)["error"] is None  # Ray stored none

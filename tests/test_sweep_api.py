@@ -4,9 +4,13 @@ twice in one process (as a notebook does), its experiment restorable from any fo
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -157,19 +161,26 @@ def test_run_twice_in_one_process_then_restore_from_any_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_uses_a_ray_it_did_not_start_and_keeps_it(tmp_path):
-    import ray
-
-    ray.init(num_cpus=1, _node_ip_address="127.0.0.1", include_dashboard=False,
-             log_to_driver=False)
-    try:
+def test_run_uses_a_ray_it_did_not_start_and_keeps_it(tmp_path, local_ray):
+    with local_ray(num_cpus=1) as ray:
         results = run(Study(base=preset_config("smoke", epochs=1), trials=[{"points": 10}],
                             driver="grid"),
                       Launch(storage_path=str(tmp_path), name="kept", verbose=0))
         assert ray.is_initialized()
-    finally:
-        ray.shutdown()
     assert results["driver"].tolist() == ["grid"] and results["points"].tolist() == [10]
+
+
+@pytest.mark.slow
+def test_connect_starts_its_own_ray_whatever_ray_address_says(monkeypatch):
+    import ray
+
+    from forest_seg.sweep import connect
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")  # a cluster that is not there
+    with connect() as nodes:
+        assert ray.get_runtime_context().gcs_address != "127.0.0.1:9"
+        assert len(nodes) == 1 and nodes[0]["CPU"] >= 1
+    assert not ray.is_initialized()
 
 
 def test_closing_text_of_a_sweep_without_finished_trials():
@@ -208,6 +219,24 @@ def test_results_files_record_the_epochs_a_resumed_trial_restored(tmp_path):
     assert results.loc[0, "epochs"] == 3 and results.loc[0, "status"] == "COMPLETED"
 
 
+def test_results_hold_the_config_of_the_last_epoch_a_trial_trained(tmp_path):
+    """PBT exploits after a trial's last epoch: Ray changes the trial's config, which never
+    trains; results.csv keeps the config that trained the last epoch (history.csv's lr)."""
+    from types import SimpleNamespace
+
+    from forest_seg.sweep.callbacks import ResultsFiles
+
+    trial = SimpleNamespace(trial_id="t1", config={"lr": 1e-3, "epochs": 2}, last_result={})
+    writer = ResultsFiles(str(tmp_path))
+    for epoch in (1, 2):
+        writer.on_trial_result(epoch, [], trial, {"epoch": epoch, "val_miou": 0.5, "lr": 1e-3,
+                                                  "config": dict(trial.config)})
+    trial.config = {"lr": 1.2e-3, "epochs": 2}  # perturbed after epoch 2
+    writer.on_trial_complete(3, [], trial)
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert results.loc[0, "lr"] == 1e-3 and results.loc[0, "epochs"] == 2
+
+
 def test_clip_to_range_keeps_a_perturbed_lr_within_its_bounds():
     import pickle
 
@@ -217,3 +246,126 @@ def test_clip_to_range_keeps_a_perturbed_lr_within_its_bounds():
     assert clip({"lr": 1.2e-2, "gamma": 2.0}) == {"lr": 1e-2, "gamma": 2.0}  # 1e-2 * 1.2
     assert clip({"lr": 0.8e-5})["lr"] == 1e-5 and clip({"lr": 3e-4})["lr"] == 3e-4
     assert pickle.loads(pickle.dumps(clip)) == clip  # Ray stores it with the experiment
+
+
+def test_max_concurrent_limits_every_kind_of_searcher():
+    """Ray ignores max_concurrent_trials for a BasicVariantGenerator instance (a grid, PBT's
+    seeded population): the limit goes into the generator, or into Ray's ConcurrencyLimiter
+    around a Searcher (Optuna); a PBT population larger than the limit is refused."""
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from forest_seg.sweep.concurrency import limit_concurrency
+
+    assert limit_concurrency(None, 2).max_concurrent == 2  # random sampling
+    grid = BasicVariantGenerator(points_to_evaluate=[{"points": 10}, {"points": 50}])
+    limited = limit_concurrency(grid, 1)
+    assert isinstance(limited, BasicVariantGenerator) and limited.max_concurrent == 1
+    assert grid.max_concurrent == 0  # the caller's generator is left as it was
+    assert limit_concurrency(grid, None) is grid
+    optuna = OptunaSearch(metric="val_miou", mode="max")
+    wrapped = limit_concurrency(optuna, 3)
+    assert isinstance(wrapped, ConcurrencyLimiter) and wrapped.searcher is optuna
+    assert wrapped.max_concurrent == 3 and limit_concurrency(wrapped, 3) is wrapped
+    with pytest.raises(ConfigError, match="already a ConcurrencyLimiter of 3"):
+        limit_concurrency(wrapped, 2)
+    pbt = PopulationBasedTraining(time_attr="training_iteration",
+                                  hyperparam_mutations={"lr": [1e-3, 1e-4]})
+    with pytest.raises(ConfigError, match="--max-concurrent 1 for a population of 2"):
+        limit_concurrency(grid, 1, pbt, samples=2)
+    assert limit_concurrency(grid, 2, pbt, samples=2).max_concurrent == 2
+
+
+def test_an_input_error_ends_a_trial_at_once_and_other_failures_are_retried(monkeypatch):
+    """Ray's own Trial bookkeeping (max_failures=2) with the sweeps' callback: a DatasetError
+    raised in the trial is not recovered; a dead worker and a RuntimeError are, twice."""
+    from ray.exceptions import RayActorError, RayTaskError
+    from ray.tune.experiment import Trial
+
+    from forest_seg.errors import DatasetError
+    from forest_seg.sweep.trial_errors import TrialFailures, error_line, trial_error_line
+
+    monkeypatch.setattr(Trial, "local_path", property(lambda self: None))  # no error files
+
+    def raised_in_trial(exc):  # what ray.get raises in the driver
+        return RayTaskError("train", "Traceback ...", exc).as_instanceof_cause()
+
+    def started_trial():
+        trial = Trial("trainable", stub=True, max_failures=2)
+        TrialFailures().on_trial_start(0, [trial], trial)
+        return trial
+
+    transient = started_trial()
+    transient.handle_error(RayActorError())  # the worker died
+    assert transient.should_recover()
+    transient.handle_error(raised_in_trial(RuntimeError("CUDA out of memory")))
+    assert transient.should_recover()
+    transient.handle_error(RayActorError())
+    assert not transient.should_recover()  # Ray's budget of 2 retries is spent
+    bad = started_trial()
+    bad.handle_error(raised_in_trial(DatasetError("data=/d: 1 tile\nsecond line")))
+    assert bad.run_metadata.num_failures == 1 and not bad.should_recover()
+    assert trial_error_line(bad) == "DatasetError: data=/d: 1 tile"
+    assert trial_error_line(transient) == f"RayActorError: {RayActorError()}"  # the last
+    assert error_line(raised_in_trial(DatasetError("data=/d: 1 tile\nsecond line"))) == \
+        "DatasetError: data=/d: 1 tile"
+    assert error_line(RayActorError()) == f"RayActorError: {RayActorError()}"
+
+
+def _kill_first_reporting_worker(experiment: Path, killed: list, stop) -> None:
+    """Kill (SIGKILL) the worker process of the first trial that reports an epoch."""
+    while not stop.is_set():
+        for result in experiment.glob("*/result.json"):
+            lines = result.read_text().splitlines()
+            if lines:
+                os.kill(json.loads(lines[0])["pid"], signal.SIGKILL)
+                killed.append(result.parent.name)
+                return
+        stop.wait(0.1)
+
+
+@pytest.mark.slow
+def test_a_limited_sweep_records_errors_and_retries_only_what_can_change(tmp_path,
+                                                                         running_trials):
+    """Three trials with room for all three at once, under max_concurrent=1: one trial's data
+    is bad (a training split smaller than a batch), another's worker is killed after the first
+    of its four epochs. At most one trial ran at any time; the bad trial was attempted once
+    and its row says why; the killed one was retried from its checkpoint and completed."""
+    import threading
+
+    exp = tmp_path / "errors"
+    killed: list[str] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_first_reporting_worker, args=(exp, killed, stop))
+    killer.start()
+    try:
+        results = run(
+            Study(base=preset_config("smoke", epochs=2), scheduler=None,
+                  trials=[{"seed": 0, "max_tiles": 200, "epochs": 4}, {"seed": 1, "max_tiles": 2},
+                          {"seed": 2}]),
+            Launch(storage_path=str(tmp_path), name="errors", cpus_per_trial=0.5,
+                   max_concurrent=1, max_failures=2, verbose=0))
+    finally:
+        stop.set()
+        killer.join()
+    assert running_trials() == 1
+    rows = results.set_index("seed")
+    assert rows["status"].to_dict() == {0: "COMPLETED", 1: "ERROR", 2: "COMPLETED"}
+    assert rows["epochs"].to_dict() == {0: 4, 1: 0, 2: 2}
+    assert rows.loc[1, "error"].startswith("DatasetError: data=")
+    assert "fewer than batch_size=8" in rows.loc[1, "error"]
+    assert rows[["error"]].drop(index=1).isna().all().all()
+    assert pd.read_csv(tmp_path / "errors" / "results.csv").set_index("seed").loc[1, "error"] \
+        == rows.loc[1, "error"]
+
+    def folder(seed: int) -> Path:
+        return next(p for p in exp.iterdir() if rows.loc[seed, "trial_id"] in p.name)
+
+    # attempted once, though max_failures=2: Ray logs each failure as "Failure # <n>"
+    assert (folder(1) / "error.txt").read_text().count("Failure #") == 1
+    assert len(killed) == 1 and rows.loc[0, "trial_id"] in killed[0]
+    reports = [json.loads(line) for line in (folder(0) / "result.json").read_text().splitlines()]
+    assert [r["training_iteration"] for r in reports] == [1, 2, 3, 4]
+    # retried from a checkpoint: a report after the kill counts its iterations from there
+    assert any(r["iterations_since_restore"] < r["training_iteration"] for r in reports)

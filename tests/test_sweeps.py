@@ -109,19 +109,22 @@ def test_grid_smoke_test_writes_results_and_history(tmp_path):
 
 
 @pytest.mark.slow
-def test_asha_stops_hopeless_trials_and_fifo_does_not(tmp_path):
-    common = ["--smoke-test", "--epochs", 3, "--max-concurrent", 1, "--points", 50,
-              "--lrs", 1e-3, 1e-9, "--base-lr", 1e-3, "--no-dense", "--seeds", 2,
-              "--storage-path", tmp_path]
-    asha = run_driver("grid.py", *common, "--name", "asha", "--grace-period", 1)
-    assert asha.returncode == 0, asha.stderr[-3000:]
+def test_asha_stops_hopeless_trials_and_fifo_does_not(tmp_path, sweep_driver, running_trials):
+    """Both runs of grid.py (in this process, so that Ray's trial statuses can be watched)
+    under --max-concurrent 1 with CPUs for two trials: one trial ran at a time, which also
+    makes ASHA's decisions independent of which trial finishes first."""
+    grid = sweep_driver("grid")
+    common = ["--smoke-test", "--epochs", "3", "--max-concurrent", "1", "--points", "50",
+              "--lrs", "1e-3", "1e-9", "--base-lr", "1e-3", "--no-dense", "--seeds", "2",
+              "--cpus-per-trial", "1", "--storage-path", str(tmp_path)]
+    assert grid.main([*common, "--name", "asha", "--grace-period", "1"]) == 0
     results = pd.read_csv(tmp_path / "asha" / "results.csv")
     stopped = results[results["status"] == "EARLY_STOPPED"]
     assert len(stopped) >= 1 and (stopped["epochs"] < 3).all()
-    fifo = run_driver("grid.py", *common, "--name", "fifo", "--scheduler", "fifo")
-    assert fifo.returncode == 0, fifo.stderr[-3000:]
+    assert grid.main([*common, "--name", "fifo", "--scheduler", "fifo"]) == 0
     fifo_results = pd.read_csv(tmp_path / "fifo" / "results.csv")
     assert set(fifo_results["status"]) == {"COMPLETED"} and (fifo_results["epochs"] == 3).all()
+    assert running_trials() == 1
 
 
 @pytest.mark.parametrize(
@@ -227,7 +230,24 @@ def test_pbt_smoke_test_records_each_trials_lr_path(tmp_path):
     assert results["lr"].between(1e-5, 1e-2).all()
     paths = history.groupby("trial_id")["lr"].apply(list)
     assert paths.map(len).eq(4).all()  # one lr per epoch, per trial
-    assert any(len(set(path)) > 1 for path in paths)  # an exploit changed a trial's lr
+    assert all(min(path) >= 1e-5 and max(path) <= 1e-2 for path in paths)
+    # whichever member exploits the other: each epoch's lr in history.csv is the lr of the
+    # config Ray ran that epoch with (its result.json rows), and results.csv holds the last
+    for trial_id, path in paths.items():
+        result_file = next((tmp_path / "pbt").glob(f"*{trial_id}*/result.json"))
+        configs = {row["epoch"]: row["config"]["lr"] for row in
+                   map(json.loads, result_file.read_text().splitlines())}
+        assert path == pytest.approx([configs[epoch] for epoch in (1, 2, 3, 4)])
+    assert results.set_index("trial_id")["lr"].to_dict() == pytest.approx(
+        paths.map(lambda path: path[-1]).to_dict())
+
+
+@pytest.mark.slow
+def test_pbt_refuses_a_max_concurrent_below_its_population(tmp_path):
+    done = run_driver("pbt.py", "--smoke-test", "--population", 3, "--max-concurrent", 2,
+                      "--storage-path", tmp_path, "--name", "pbt", timeout=180)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--max-concurrent 2 for a population of 3" in done.stderr.strip().splitlines()[-1]
 
 
 def test_budget_study_buys_each_labelling_its_tiles(sweep_driver):

@@ -127,7 +127,7 @@ def test_bad_arguments(tmp_path, n, size):
         make_synthetic_dataset(tmp_path, n=n, size=size, seed=0)
 
 
-def test_default_root_generated_once_then_reused(monkeypatch):
+def test_default_root_generated_once_then_reused(monkeypatch, own_cache):
     root = default_synthetic_root(n=20, size=32, seed=1)
     assert root == cache_dir() / "synthetic-n20-s32-seed1"
     assert len(load_tiles(root, 32)) == 20
@@ -142,7 +142,7 @@ def test_default_root_generated_once_then_reused(monkeypatch):
     assert not [p for p in cache_dir().iterdir() if ".tmp-" in p.name]
 
 
-def test_default_root_crash_leaves_nothing_behind(monkeypatch):
+def test_default_root_crash_leaves_nothing_behind(monkeypatch, own_cache):
     real = synthetic.make_synthetic_dataset
 
     def crash(root, n, size, seed):
@@ -157,7 +157,7 @@ def test_default_root_crash_leaves_nothing_behind(monkeypatch):
     assert (default_synthetic_root(n=6, size=16, seed=2) / "meta_data.csv").is_file()
 
 
-def test_default_root_concurrent_winner_is_reused(monkeypatch):
+def test_default_root_concurrent_winner_is_reused(monkeypatch, own_cache):
     real_rename = os.rename
 
     def racing_rename(src, dst):

@@ -51,6 +51,7 @@ from forest_seg.results import (
     RESULT_TAIL,
     RESULTS_FILE,
     STATUSES,
+    last_error_line,
     trial_summary,
     unique_epochs,
 )
@@ -370,11 +371,16 @@ def _ray_trial(trial_dir: Path) -> tuple[dict, list[dict]]:
         history.append(entry)
     history = list(unique_epochs(history))  # a retry re-reports epochs: keep the last report
 
-    errored = (trial_dir / "error.txt").is_file() or (trial_dir / "error.pkl").is_file()
+    error_file = trial_dir / "error.txt"
+    errored = error_file.is_file() or (trial_dir / "error.pkl").is_file()
+    error = (last_error_line(error_file.read_text(encoding="utf-8", errors="replace"))
+             if error_file.is_file() else None)
     last_time = rows[-1].get("time_total_s") if rows else None
     # the drivers' own rule set (forest_seg.results): status, best_*, epochs reached;
-    # train_time_s = Ray's last time_total_s, else the sum of epoch_time_s
-    result = trial_summary(trial_id, params, history, errored=errored, train_time_s=last_time)
+    # train_time_s = Ray's last time_total_s, else the sum of epoch_time_s; error = the
+    # traceback's last line
+    result = trial_summary(trial_id, params, history, errored=errored, train_time_s=last_time,
+                           error=error)
     return result, history
 
 

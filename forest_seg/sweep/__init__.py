@@ -16,10 +16,13 @@ and returns the results frame::
 Building the values imports no Ray. Ray objects an experiment pickles (the trainable, the
 results callback) live in this package, so ``tune.Tuner.restore(path, trainable)`` and
 ``tune.ExperimentAnalysis(path)`` work from any folder. Modules: ``study`` (the values),
-``presets``, ``runner`` (Ray start, resources, Tuner), ``callbacks`` (results.csv, history.csv),
-``files``, ``tables`` (the closing text), ``flags`` (the drivers' shared flags),
-``config_file`` (``--config FILE`` and the experiment's sweep.json), ``optuna_trials`` (the
-Optuna searcher that records pruned trials) and ``optuna_storage`` (where its study lives).
+``presets``, ``runner`` (Ray start, resources, Tuner), ``concurrency`` (the trial limit for
+every searcher), ``callbacks`` (results.csv, history.csv), ``trial_errors`` (a failure's
+reason, no retry of bad input), ``progress`` (the console, trial names), ``tracking`` (MLflow,
+W&B), ``until_resolved`` (seeds added until comparisons resolve), ``files``, ``tables`` (the
+closing text), ``flags`` (the drivers' shared flags), ``config_file`` (``--config FILE`` and
+the experiment's sweep.json), ``optuna_trials`` (the Optuna searcher that records pruned
+trials) and ``optuna_storage`` (where its study lives).
 """
 
 from .presets import PRESETS, preset_config

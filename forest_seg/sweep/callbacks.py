@@ -6,7 +6,8 @@ It lives in the installed package because Ray pickles it into the experiment: re
 history.csv is rewritten after every reported epoch (so it is current when a trial ends) and
 results.csv after every finished trial, so a killed driver loses nothing that was reported; a
 resumed driver reads both files back first, and a trial retried from a checkpoint overwrites
-its re-reported epochs. The columns are :mod:`forest_seg.results`'s schema.
+its re-reported epochs. The columns are :mod:`forest_seg.results`'s schema; a failed trial's
+``error`` is its one-line reason (:func:`~forest_seg.sweep.trial_errors.trial_error_line`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ from ..results import (
     trial_summary,
 )
 from .files import read_csv, write_csv
+from .trial_errors import TrialFailures, trial_error_line
+
+
+def sweep_callbacks(experiment_path: str, driver: str | None) -> list[tune.Callback]:
+    """The Ray Tune callbacks of every sweep: its failures' reasons and no retry of a bad
+    input (first: they see each trial before the results files do), and its results files."""
+    return [TrialFailures(), ResultsFiles(experiment_path, driver)]
 
 
 class ResultsFiles(tune.Callback):
@@ -36,6 +44,7 @@ class ResultsFiles(tune.Callback):
         self.driver = driver
         self._summaries: dict[str, dict[str, Any]] | None = None
         self._epochs: dict[tuple[str, int], dict[str, Any]] = {}
+        self._trained_configs: dict[str, dict[str, Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks with the experiment
         return {"experiment_path": self.experiment_path, "driver": self.driver}
@@ -49,6 +58,8 @@ class ResultsFiles(tune.Callback):
             self._epochs.setdefault((trial.trial_id, int(row["epoch"])),
                                     history_row(trial.trial_id, row))
         self._epochs[(trial.trial_id, int(result["epoch"]))] = history_row(trial.trial_id, result)
+        if "config" in result:  # the config this epoch trained with
+            self._trained_configs[trial.trial_id] = result["config"]
         ordered = [row for _, row in sorted(self._epochs.items())]
         write_csv(self.experiment_path, HISTORY_FILE,
                   pd.DataFrame(ordered, columns=history_columns(ordered)))
@@ -63,9 +74,12 @@ class ResultsFiles(tune.Callback):
         self._load()
         rows = [row for (tid, _), row in sorted(self._epochs.items()) if tid == trial.trial_id]
         total = (trial.last_result or {}).get("time_total_s")
+        # PBT may perturb a trial's config after its last epoch (which it then never trains
+        # with): the row holds the config of the last epoch reported
+        config = self._trained_configs.get(trial.trial_id, trial.config)
         self._summaries[trial.trial_id] = trial_summary(
-            trial.trial_id, trial.config, rows, errored=errored, train_time_s=total,
-            driver=self.driver,
+            trial.trial_id, config, rows, errored=errored, train_time_s=total,
+            driver=self.driver, error=trial_error_line(trial) if errored else None,
         )
         write_csv(self.experiment_path, RESULTS_FILE,
                   pd.DataFrame(list(self._summaries.values())))

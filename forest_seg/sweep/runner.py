@@ -20,28 +20,39 @@ from .study import METRIC, MODE, Launch, Study
 from .tables import EXPERIMENT
 
 TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a Ray job
+
+
+def job_cluster() -> str | None:
+    """The cluster of a driver that runs as a Ray job (Ray gives a job's driver its job
+    config and ``RAY_ADDRESS``), else None."""
+    if JOB_CONFIG_ENV in os.environ:
+        return os.environ.get("RAY_ADDRESS") or "auto"
+    return None
 
 
 @contextmanager
 def connect(address: str | None = None) -> Iterator[list[dict[str, float]]]:
     """Be connected to Ray for the block; yields the CPU and GPU counts of each alive node.
 
-    Joins ``address``, else the cluster ``RAY_ADDRESS`` names (Ray sets it for a driver that
-    runs as a Ray job, ``ray job submit -- python sweeps/grid.py``), else starts a local Ray
-    whose addresses stay on 127.0.0.1; only when this process is not connected yet. A joined
-    cluster gets no start-up options (a running cluster rejects them). What it started, it
-    shuts down on leaving the block (an existing connection is used as it is and kept).
+    Joins ``address``; else, in a driver run as a Ray job (``ray job submit -- python
+    sweeps/grid.py``), the job's cluster (the ``RAY_ADDRESS`` Ray sets for it); else starts a
+    new local Ray whose addresses stay on 127.0.0.1 (never one that a stray ``RAY_ADDRESS`` or
+    a ``ray start`` on this machine points at). Only when this process is not connected yet;
+    a joined cluster gets no start-up options (a running cluster rejects them). What it
+    started, it shuts down on leaving the block (an existing connection is used as it is and
+    kept).
     """
     import ray
 
     started = not ray.is_initialized()
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = address or job_cluster()
     if started and address is None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         # Ray enables token authentication for a new local cluster (its default, kept) and says
         # so on every start: a notice, not news, so its logger is quieted to errors
         logging.getLogger(TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False,
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                  object_store_memory=256 * 1024**2, log_to_driver=False)
     elif started:
         print(f"joining the Ray cluster at {address}", flush=True)
@@ -101,7 +112,8 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
     from ray.tune.search import BasicVariantGenerator
 
     from ..train import trainable
-    from .callbacks import ResultsFiles
+    from .callbacks import sweep_callbacks
+    from .concurrency import limit_concurrency
     from .progress import Progress, TrialName, ray_console
     from .tracking import tracking_callbacks
 
@@ -137,13 +149,14 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
             scheduler = study.scheduler
             if hasattr(scheduler, "build"):
                 scheduler = scheduler.build(study.base.epochs)
+            search = limit_concurrency(search, launch.max_concurrent, scheduler, samples)
             names = TrialName(study.varying_keys())
             tuner = tune.Tuner(
                 runnable,
                 param_space=study.param_space(),
                 tune_config=tune.TuneConfig(
                     metric=METRIC, mode=MODE, scheduler=scheduler, search_alg=search,
-                    num_samples=samples, max_concurrent_trials=launch.max_concurrent,
+                    num_samples=samples,
                     trial_name_creator=names, trial_dirname_creator=names,
                 ),
                 run_config=tune.RunConfig(
@@ -151,7 +164,7 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
                     failure_config=tune.FailureConfig(max_failures=launch.max_failures),
                     checkpoint_config=tune.CheckpointConfig(
                         num_to_keep=study.keep_checkpoints),
-                    callbacks=[ResultsFiles(path, study.driver),
+                    callbacks=[*sweep_callbacks(path, study.driver),
                                Progress(study.trial_count(), study.base.epochs,
                                         study.varying_keys()),
                                *tracking_callbacks(launch.tracking, name, launch.mlflow_uri)],

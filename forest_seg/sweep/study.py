@@ -162,8 +162,10 @@ class Launch:
     ``address``: the Ray cluster to join (e.g. ``auto``); None starts a local Ray on 127.0.0.1
     (either only when this process is not connected to Ray yet). ``cpus_per_trial`` default: 1
     on CPU-only clusters, 2 with GPUs; ``gpus_per_trial`` default: 1 when the cluster has GPUs,
-    else 0 (a fraction packs trials on one GPU). ``max_concurrent`` None: as resources allow.
-    ``max_failures``: retries of a trial whose worker died, from its last checkpoint.
+    else 0 (a fraction packs trials on one GPU). ``max_concurrent``: at most that many trials
+    at once, whatever the searcher (a Population Based Training population must fit in it);
+    None: as resources allow. ``max_failures``: retries of a failed trial from its last
+    checkpoint (a worker that died, a runtime error; a bad input is not retried).
     ``storage_path``: a local folder or an ``s3://...`` URI; ``name`` the experiment's folder in
     it (default ``<driver>-<time>``); ``resume`` continues the experiment ``name`` (default:
     the newest of the driver's). ``wait_for_nodes`` skips the check that some node can run a
