@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .config import TrainConfig
@@ -52,7 +52,7 @@ BEST_CHECKPOINT = "best_checkpoint"
 CHECKPOINT = "checkpoint"
 HISTORY_COLUMNS = (
     "trial_id", "epoch", "train_loss", *VAL_COLUMNS, "lr", "epoch_time_s", "images_per_s",
-    "data_time_s", "diverged", "pretrained_loaded", TRAIN_TILES, *BASELINE_COLUMNS,
+    "data_time_s", "diverged", "pretrained_loaded", TRAIN_TILES, *BASELINE_COLUMNS, CHECKPOINT,
 )
 # config columns: the TrainConfig fields, the planned ``epochs`` written as ``max_epochs``
 CONFIG_COLUMNS = tuple("max_epochs" if name == "epochs" else name
@@ -205,6 +205,21 @@ def trial_summary(
     summary[ERROR_COLUMN] = error if errored else None
     summary.update(baseline_values(rows))
     return summary
+
+
+def best_checkpoint(rows: Sequence[Mapping[str, Any]],
+                    exists: Callable[[str], bool] = lambda folder: True) -> str | None:
+    """The :data:`CHECKPOINT` folder of the epoch of highest ``val_miou`` among ``rows`` that
+    saved one still there (``exists``); the latest saved one when no epoch has a score (a
+    diverged trial); None when none was saved."""
+    saved = [r for r in rows if isinstance(r.get(CHECKPOINT), str) and r[CHECKPOINT]
+             and exists(r[CHECKPOINT])]
+    if not saved:
+        return None
+    scored = [r for r in saved if math.isfinite(_number(r.get("val_miou")))]
+    if not scored:
+        return saved[-1][CHECKPOINT]
+    return max(scored, key=lambda r: _number(r["val_miou"]))[CHECKPOINT]
 
 
 def _number(value: Any, default: float = math.nan) -> float:

@@ -7,26 +7,40 @@ history.csv is rewritten after every reported epoch (so it is current when a tri
 results.csv after every finished trial, so a killed driver loses nothing that was reported; a
 resumed driver reads both files back first, and a trial retried from a checkpoint overwrites
 its re-reported epochs. The columns are :mod:`forest_seg.results`'s schema; a failed trial's
-``error`` is its one-line reason (:func:`~forest_seg.sweep.trial_errors.trial_error_line`).
+``error`` is its one-line reason (:func:`~forest_seg.sweep.trial_errors.trial_error_line`);
+an epoch that saved a checkpoint names its folder in history.csv's ``checkpoint``, and
+results.csv's ``best_checkpoint`` is that of the trial's best epoch still kept.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from ray import tune
 
 from ..results import (
+    BEST_CHECKPOINT,
+    CHECKPOINT,
     HISTORY_FILE,
     RESTORED_EPOCHS,
     RESULTS_FILE,
+    best_checkpoint,
     history_columns,
     history_row,
     trial_summary,
 )
 from .files import read_csv, write_csv
 from .trial_errors import TrialFailures, trial_error_line
+
+
+def relative_to(path: str, experiment_path: str) -> str:
+    """``path`` relative to the experiment folder (a local path or a URI, whose scheme the
+    checkpoint's filesystem path lacks); unchanged when it lies elsewhere."""
+    root = experiment_path.split("://", 1)[-1].rstrip("/") + "/"
+    plain = str(path)
+    return plain[len(root):] if plain.startswith(root) else plain
 
 
 def sweep_callbacks(experiment_path: str, driver: str | None) -> list[tune.Callback]:
@@ -60,6 +74,18 @@ class ResultsFiles(tune.Callback):
         self._epochs[(trial.trial_id, int(result["epoch"]))] = history_row(trial.trial_id, result)
         if "config" in result:  # the config this epoch trained with
             self._trained_configs[trial.trial_id] = result["config"]
+        self._write_history()
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        """Note on its epoch's row the folder (relative to the experiment) of the checkpoint
+        saved with it (Ray processes a result, then the checkpoint reported with it)."""
+        self._load()
+        row = self._epochs.get((trial.trial_id, int((trial.last_result or {}).get("epoch", 0))))
+        if row is not None:
+            row[CHECKPOINT] = relative_to(checkpoint.path, self.experiment_path)
+            self._write_history()
+
+    def _write_history(self) -> None:
         ordered = [row for _, row in sorted(self._epochs.items())]
         write_csv(self.experiment_path, HISTORY_FILE,
                   pd.DataFrame(ordered, columns=history_columns(ordered)))
@@ -81,8 +107,16 @@ class ResultsFiles(tune.Callback):
             trial.trial_id, config, rows, errored=errored, train_time_s=total,
             driver=self.driver, error=trial_error_line(trial) if errored else None,
         )
+        self._summaries[trial.trial_id][BEST_CHECKPOINT] = best_checkpoint(rows, self._kept)
         write_csv(self.experiment_path, RESULTS_FILE,
                   pd.DataFrame(list(self._summaries.values())))
+
+    def _kept(self, folder: str) -> bool:
+        """Whether a checkpoint folder (relative to the experiment) is still there; Ray deletes
+        all but the best ``num_to_keep`` (and the latest). Remote storage: assumed kept."""
+        if "://" in self.experiment_path:
+            return True
+        return (Path(self.experiment_path) / folder).is_dir()
 
     def _load(self) -> None:
         """Read back the files of an earlier run of this experiment (a resumed sweep)."""

@@ -65,6 +65,17 @@ def connect(address: str | None = None) -> Iterator[list[dict[str, float]]]:
             ray.shutdown()
 
 
+def checkpoint_config(keep: int | None):
+    """Ray Tune's CheckpointConfig: with ``keep``, the ``keep`` checkpoints of highest
+    ``val_miou`` (Ray also keeps the latest, to resume from); None keeps them all (PBT)."""
+    from ray import tune
+
+    if keep is None:
+        return tune.CheckpointConfig()
+    return tune.CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=METRIC,
+                                 checkpoint_score_order=MODE)
+
+
 def trial_resources(launch: Launch, nodes: list[dict[str, float]]) -> dict[str, float]:
     """CPUs and GPUs per trial; an impossible request is an immediate ConfigError."""
     has_gpu = any(n["GPU"] > 0 for n in nodes)
@@ -162,8 +173,7 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage, verbose=launch.verbose,
                     failure_config=tune.FailureConfig(max_failures=launch.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(
-                        num_to_keep=study.keep_checkpoints),
+                    checkpoint_config=checkpoint_config(study.keep_checkpoints),
                     callbacks=[*sweep_callbacks(path, study.driver),
                                Progress(study.trial_count(), study.base.epochs,
                                         study.varying_keys()),
