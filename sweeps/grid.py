@@ -21,9 +21,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from forest_seg.cli import run_cli
 from forest_seg.errors import ConfigError
-from forest_seg.sweep import Study, closing_text, connect, run
+from forest_seg.sweep import Study, connect, run
+from forest_seg.sweep.exits import finish, sweep_cli
 from forest_seg.sweep.flags import (
     MULTI_VALUED,
     base_config,
@@ -93,9 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     with connect(launch.address) as nodes:
         study = Study(base=base_config(args, nodes, "grid", several=True), trials=trials,
                       scheduler=scheduler_from_args(args), driver="grid")
-        print(closing_text(run(study, launch)))
-    return 0
+        return finish(run(study, launch))
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(sweep_cli(main))

@@ -17,13 +17,17 @@ Building the values imports no Ray. Ray objects an experiment pickles (the train
 results callback) live in this package, so ``tune.Tuner.restore(path, trainable)`` and
 ``tune.ExperimentAnalysis(path)`` work from any folder. Modules: ``study`` (the values),
 ``presets``, ``runner`` (Ray start, resources, Tuner), ``callbacks`` (results.csv, history.csv),
-``files``, ``tables`` (the closing text) and ``flags`` (the drivers' shared flags).
+``files``, ``tables`` (the closing text), ``flags`` (the drivers' shared flags), ``stopping``
+(graceful stops on SIGINT/SIGTERM or a failed write: :class:`SweepStopped`), ``lock`` (one
+driver per experiment), ``trust`` (no resume from another user's folder) and ``exits`` (how a
+driver ends: the closing table and a truthful exit status).
 """
 
 from .presets import PRESETS, preset_config
 from .runner import connect, run
+from .stopping import SweepStopped
 from .study import METRIC, MODE, Asha, Launch, Study, default_name
 from .tables import closing_text
 
-__all__ = ["METRIC", "MODE", "PRESETS", "Asha", "Launch", "Study", "closing_text", "connect",
-           "default_name", "preset_config", "run"]
+__all__ = ["METRIC", "MODE", "PRESETS", "Asha", "Launch", "Study", "SweepStopped",
+           "closing_text", "connect", "default_name", "preset_config", "run"]

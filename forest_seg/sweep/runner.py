@@ -6,16 +6,20 @@ import json
 import os
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pandas as pd
 
 from ..errors import ConfigError
 from ..results import RESULTS_FILE
 from .files import read_csv
+from .lock import LOCK_FILE, experiment_lock
+from .stopping import SweepStopped, stop_on_signals, stop_requested
 from .study import METRIC, MODE, Launch, Study
 from .tables import EXPERIMENT
+from .trust import check_owner
 
 
 @contextmanager
@@ -77,6 +81,16 @@ def resolve_data(study: Study) -> Study:
     return replace(study, base=base.replace(data=data, val_data=val))
 
 
+def check_new(experiment_path: str) -> None:
+    """ConfigError when the local folder ``experiment_path`` already holds an experiment (any
+    entry besides the driver lock): a new sweep would overwrite its results files."""
+    if "://" in experiment_path or not Path(experiment_path).is_dir():
+        return
+    if any(entry.name != LOCK_FILE for entry in Path(experiment_path).iterdir()):
+        raise ConfigError(f"experiment {experiment_path} exists: pass --resume to continue "
+                          "it, or pick another --name")
+
+
 def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
     """Run (or, with ``launch.resume``, continue) ``study``; returns the results frame, one
     row per trial as in the experiment's results.csv (:mod:`forest_seg.results`), with the
@@ -84,7 +98,13 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
 
     Ray is started (or joined) only when this process is not connected yet, and what was
     started is shut down again, so a notebook can call ``run`` any number of times. Bad
-    values raise :class:`~forest_seg.errors.ConfigError` before any trial starts.
+    values raise :class:`~forest_seg.errors.ConfigError` before any trial starts: among them
+    a ``name`` that exists without ``resume`` (:func:`check_new`), and a resumed local
+    experiment folder owned by another user without ``launch.trust_storage`` (:mod:`.trust`).
+    The driver holds the experiment's lock while it runs (:mod:`.lock`: a second driver is
+    refused). SIGINT, SIGTERM or a results file that cannot be written stop the sweep
+    gracefully (:mod:`.stopping`) and raise
+    :class:`~forest_seg.sweep.stopping.SweepStopped` once Ray has saved the experiment.
     """
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
@@ -96,11 +116,16 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
     # Snapshot the experiment state every second (Ray's default: every >= 10 s), so a driver
     # killed right after a trial finished does not rerun that trial on resume.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    with connect(launch.address) as nodes:
+    with connect(launch.address) as nodes, ExitStack() as held:
         resources = trial_resources(launch, nodes)
         study = resolve_data(study)
         storage, name = launch.experiment(study.driver)
         path = f"{storage}/{name}"
+        if launch.resume and not launch.trust_storage:
+            check_owner(path)
+        held.enter_context(experiment_lock(path))
+        if not launch.resume:
+            check_new(path)
         shown = {k: v for k, v in asdict(launch).items() if v is not None and v is not False}
         print(f"{study.driver}: " + json.dumps(
             {"experiment": path, "resources": resources, "launch": shown,
@@ -136,7 +161,13 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
                     callbacks=[ResultsFiles(path, study.driver)],
                 ),
             )
-        tuner.fit()
+        with stop_on_signals():
+            try:
+                tuner.fit()
+            except SweepStopped as stopped:  # outside the main thread: no graceful stop
+                raise SweepStopped(stopped.request, path) from None
+            if stop_requested() is not None:
+                raise SweepStopped(stop_requested(), path)
     results = read_csv(path, RESULTS_FILE)
     if results is None:
         results = pd.DataFrame()

@@ -141,8 +141,10 @@ class Launch:
     ``max_failures``: retries of a trial whose worker died, from its last checkpoint.
     ``storage_path``: a local folder or an ``s3://...`` URI; ``name`` the experiment's folder in
     it (default ``<driver>-<time>``); ``resume`` continues the experiment ``name`` (default:
-    the newest of the driver's). ``wait_for_nodes`` skips the check that some node can run a
-    trial (autoscaling clusters add nodes on demand). ``verbose``: Ray Tune's progress output.
+    the newest of the driver's). ``trust_storage`` lets ``resume`` load a local experiment
+    folder owned by another user (resuming unpickles Ray's experiment state from it:
+    :mod:`forest_seg.sweep.trust`). ``wait_for_nodes`` skips the check that some node can run
+    a trial (autoscaling clusters add nodes on demand). ``verbose``: Ray Tune's progress output.
     """
 
     address: str | None = None
@@ -153,6 +155,7 @@ class Launch:
     storage_path: str = "./runs"
     name: str | None = None
     resume: bool = False
+    trust_storage: bool = False
     wait_for_nodes: bool = False
     verbose: int = 1
 
