@@ -136,8 +136,12 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
         if launch.resume:
             if not tune.Tuner.can_restore(path):
                 raise ConfigError(f"--resume: {path} holds no Ray Tune experiment to resume")
-            tuner = tune.Tuner.restore(path, runnable, resume_unfinished=True,
-                                       resume_errored=True)
+            try:
+                tuner = tune.Tuner.restore(path, runnable, resume_unfinished=True,
+                                           resume_errored=True)
+            except Exception as exc:  # a truncated or foreign state: many types (EOF, pickle)
+                raise ConfigError(f"--resume: cannot load the experiment state in {path} "
+                                  f"({type(exc).__name__}: {exc})") from None
         else:
             search, samples = study.search, study.samples
             if study.trials is not None:
