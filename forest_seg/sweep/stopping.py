@@ -43,7 +43,8 @@ class SweepStopped(Exception):
         self.experiment = experiment
 
 
-_requests: list[StopRequest] = []  # this process's stop request for the running sweep
+_requests: list[StopRequest] = []  # this process's stop requests for the running sweep
+_previous_handlers: dict[int, object] = {}  # SIGINT/SIGTERM handlers before stop_on_signals
 
 
 def stop_requested() -> StopRequest | None:
@@ -69,9 +70,6 @@ def _on_signal(signum: int, frame) -> None:
     # a second signal of the same kind is not caught: a second Ctrl-C stops at once
     signal.signal(signum, _previous_handlers.get(signum, signal.SIG_DFL))
     request_stop(StopRequest("interrupted", 128 + signum))
-
-
-_previous_handlers: dict[int, object] = {}
 
 
 @contextmanager
