@@ -327,6 +327,8 @@ def trainable(config: dict[str, Any]) -> None:
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
         fit(cfg, report, resume_state=state)
+        if restored:  # the checkpoint had finished the trial: fit reported nothing to carry them
+            report(state["history"][-1])
 
 
 PACKAGE_DIR = str(Path(__file__).resolve().parent)

@@ -38,11 +38,11 @@ from forest_seg.analysis.cost import (
     key_comparisons,
     labelling_name,
 )
-from forest_seg.cli import run_cli
 from forest_seg.config import TrainConfig
 from forest_seg.errors import ConfigError
-from forest_seg.sweep import Study, closing_text, connect, run
+from forest_seg.sweep import Study, connect, run
 from forest_seg.sweep.config_file import parse_flags
+from forest_seg.sweep.exits import finish, sweep_cli
 from forest_seg.sweep.flags import (
     MULTI_VALUED,
     base_config,
@@ -209,11 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             study = Study(base=base, trials=trials, scheduler=scheduler_from_args(args),
                           driver="grid")
         results = run(study, launch)
-        print(closing_text(results))
         if args.until_resolved:
             print(resolution_text(results, model, args.delta))
-    return 0
+        return finish(results)
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(sweep_cli(main))

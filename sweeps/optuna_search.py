@@ -19,10 +19,10 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 
-from forest_seg.cli import run_cli
 from forest_seg.errors import ConfigError
-from forest_seg.sweep import METRIC, MODE, Study, closing_text, connect, default_name, run
+from forest_seg.sweep import METRIC, MODE, Study, connect, default_name, run
 from forest_seg.sweep.config_file import parse_flags
+from forest_seg.sweep.exits import finish, sweep_cli
 from forest_seg.sweep.flags import base_config, build_parser, launch_from_args, scheduler_from_args
 from forest_seg.sweep.optuna_storage import open_storage, study_storage
 
@@ -81,9 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                                      launch.name, experiment)
         study = Study(base=base, space=search_space(), search=searcher, samples=trials,
                       scheduler=scheduler_from_args(args), driver="optuna")
-        print(closing_text(run(study, launch)))
-    return 0
+        return finish(run(study, launch))
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(sweep_cli(main))

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import sys
 
-from forest_seg.cli import run_cli
 from forest_seg.errors import ConfigError
-from forest_seg.sweep import Study, closing_text, connect, run
+from forest_seg.sweep import Study, connect, run
 from forest_seg.sweep.config_file import parse_flags
+from forest_seg.sweep.exits import finish, sweep_cli
 from forest_seg.sweep.flags import base_config, build_parser, launch_from_args
 from forest_seg.sweep.study import ClipToRange
 
@@ -85,9 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                       search=BasicVariantGenerator(random_state=args.pbt_seed),
                       scheduler=make_pbt(interval, args.mutate_gamma), keep_checkpoints=None,
                       driver="pbt", random_seed=args.pbt_seed)
-        print(closing_text(run(study, launch)))
-    return 0
+        return finish(run(study, launch))
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(sweep_cli(main))

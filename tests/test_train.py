@@ -215,6 +215,37 @@ def test_trainable_checkpoints_and_resumes_through_tune(tiny_cfg, tmp_path, monk
     assert [m["epoch"] for m, _ in reports] == [2]  # epoch 1 came from the checkpoint
 
 
+def test_a_trial_resumed_from_its_finishing_checkpoint_re_reports_its_epochs(tiny_cfg, tmp_path,
+                                                                           monkeypatch):
+    """The driver may have stopped after a trial's last checkpoint but before it recorded that
+    epoch: resumed from it, the trial trains nothing and reports that epoch again, carrying
+    every epoch the checkpoint holds (RESTORED_EPOCHS), so the results writer can record it."""
+    from ray import tune
+
+    from forest_seg.results import RESTORED_EPOCHS
+
+    reports = []
+
+    def fake_report(metrics, checkpoint=None):  # keeps the state: Ray's folder is temporary
+        state = None if checkpoint is None else load_checkpoint(checkpoint.path)
+        reports.append((metrics, state))
+
+    monkeypatch.setattr(tune, "report", fake_report)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
+    config = tiny_cfg.replace(epochs=1).to_dict()
+    trainable(config)
+    (first, state), = reports
+    folder = tmp_path / "last"
+    save_checkpoint(folder / CHECKPOINT_FILE, state)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(folder))
+    reports.clear()
+    trainable(config)
+    (again, state), = reports
+    assert state is None and again["epoch"] == 1
+    assert again["val_miou"] == first["val_miou"]
+    assert [row["epoch"] for row in again[RESTORED_EPOCHS]] == [1]
+
+
 def test_checkpoint_files_load_safely(tiny_cfg, tmp_path):
     target = tmp_path / "bad.pt"
     target.write_bytes(b"not a checkpoint")

@@ -19,16 +19,20 @@ results callback) live in this package, so ``tune.Tuner.restore(path, trainable)
 ``presets``, ``runner`` (Ray start, resources, Tuner), ``concurrency`` (the trial limit for
 every searcher), ``callbacks`` (results.csv, history.csv), ``trial_errors`` (a failure's
 reason, no retry of bad input), ``progress`` (the console, trial names), ``tracking`` (MLflow,
-W&B), ``until_resolved`` (seeds added until comparisons resolve), ``files``, ``tables`` (the
-closing text), ``flags`` (the drivers' shared flags), ``config_file`` (``--config FILE`` and
+W&B), ``until_resolved`` (seeds added until comparisons resolve), ``stopping`` (graceful stops
+on SIGINT/SIGTERM or a failed write: :class:`SweepStopped`), ``lock`` (one driver per
+experiment), ``trust`` (no resume from another user's folder), ``exits`` (how a driver ends:
+the closing table and a truthful exit status), ``files``, ``tables`` (the closing text),
+``flags`` (the drivers' shared flags), ``config_file`` (``--config FILE`` and
 the experiment's sweep.json), ``optuna_trials`` (the Optuna searcher that records pruned
 trials) and ``optuna_storage`` (where its study lives).
 """
 
 from .presets import PRESETS, preset_config
 from .runner import connect, run
+from .stopping import SweepStopped
 from .study import METRIC, MODE, Asha, Launch, Study, default_name
 from .tables import closing_text
 
-__all__ = ["METRIC", "MODE", "PRESETS", "Asha", "Launch", "Study", "closing_text", "connect",
-           "default_name", "preset_config", "run"]
+__all__ = ["METRIC", "MODE", "PRESETS", "Asha", "Launch", "Study", "SweepStopped",
+           "closing_text", "connect", "default_name", "preset_config", "run"]

@@ -5,11 +5,16 @@ It lives in the installed package because Ray pickles it into the experiment: re
 
 history.csv is rewritten after every reported epoch (so it is current when a trial ends) and
 results.csv after every finished trial, so a killed driver loses nothing that was reported; a
-resumed driver reads both files back first, and a trial retried from a checkpoint overwrites
-its re-reported epochs. The columns are :mod:`forest_seg.results`'s schema; a failed trial's
-``error`` is its one-line reason (:func:`~forest_seg.sweep.trial_errors.trial_error_line`);
-an epoch that saved a checkpoint names its folder in history.csv's ``checkpoint``, and
-results.csv's ``best_checkpoint`` is that of the trial's best epoch still kept.
+resumed driver reads both files back first, records any trial Ray had finished that
+results.csv lacks, and a trial retried from a checkpoint overwrites its re-reported epochs.
+The columns are :mod:`forest_seg.results`'s schema; a failed trial's ``error`` is its
+one-line reason (:func:`~forest_seg.sweep.trial_errors.trial_error_line`); an epoch that saved
+a checkpoint names its folder in history.csv's ``checkpoint``, and results.csv's
+``best_checkpoint`` is that of the trial's best epoch still kept.
+
+A write that fails (a full disk: ``OSError``) is reported in one line and stops the sweep
+gracefully (:func:`~forest_seg.sweep.stopping.request_stop`): Ray keeps the unfinished trials
+for ``--resume``, and the resumed writer rebuilds what this one could not write.
 """
 
 from __future__ import annotations
@@ -32,7 +37,11 @@ from ..results import (
     trial_summary,
 )
 from .files import read_csv, write_csv
+from .stopping import StopRequest, request_stop
 from .trial_errors import TrialFailures, trial_error_line
+
+EXIT_WRITE_FAILED = 1
+_FINISHED = ("TERMINATED", "ERROR")  # Ray's statuses of a trial that will not run again
 
 
 def relative_to(path: str, experiment_path: str) -> str:
@@ -59,12 +68,20 @@ class ResultsFiles(tune.Callback):
         self._summaries: dict[str, dict[str, Any]] | None = None
         self._epochs: dict[tuple[str, int], dict[str, Any]] = {}
         self._trained_configs: dict[str, dict[str, Any]] = {}
+        self._write_failed = False
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks with the experiment
         return {"experiment_path": self.experiment_path, "driver": self.driver}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["experiment_path"], state.get("driver"))
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if self._summaries is None:  # the first step: complete the files of a resumed run
+            self._load()
+            for trial in trials:
+                if trial.status in _FINISHED and trial.trial_id not in self._summaries:
+                    self._finish(trial, errored=trial.status == "ERROR")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._load()
@@ -87,8 +104,7 @@ class ResultsFiles(tune.Callback):
 
     def _write_history(self) -> None:
         ordered = [row for _, row in sorted(self._epochs.items())]
-        write_csv(self.experiment_path, HISTORY_FILE,
-                  pd.DataFrame(ordered, columns=history_columns(ordered)))
+        self._write(HISTORY_FILE, pd.DataFrame(ordered, columns=history_columns(ordered)))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._finish(trial, errored=False)
@@ -108,8 +124,20 @@ class ResultsFiles(tune.Callback):
             driver=self.driver, error=trial_error_line(trial) if errored else None,
         )
         self._summaries[trial.trial_id][BEST_CHECKPOINT] = best_checkpoint(rows, self._kept)
-        write_csv(self.experiment_path, RESULTS_FILE,
-                  pd.DataFrame(list(self._summaries.values())))
+        self._write(RESULTS_FILE, pd.DataFrame(list(self._summaries.values())))
+
+    def _write(self, name: str, frame: pd.DataFrame) -> None:
+        """Replace the file ``name``; after a failed write, report it once, stop the sweep and
+        write nothing more (the resumed run rewrites both files)."""
+        if self._write_failed:
+            return
+        try:
+            write_csv(self.experiment_path, name, frame)
+        except OSError as exc:
+            self._write_failed = True
+            request_stop(StopRequest(f"could not write {self.experiment_path}/{name} ({exc}); "
+                                     "the sweep stopped; once it can be written",
+                                     EXIT_WRITE_FAILED))
 
     def _kept(self, folder: str) -> bool:
         """Whether a checkpoint folder (relative to the experiment) is still there; Ray deletes

@@ -46,6 +46,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     run.add_argument("--name", default=None, help="experiment name (default: timestamped)")
     run.add_argument("--resume", action="store_true",
                      help="continue the experiment --name (default: the newest one)")
+    run.add_argument("--trust-storage", action="store_true",
+                     help="let --resume load an experiment folder owned by another user "
+                          "(resuming unpickles Ray's state from it: trust who wrote it)")
     run.add_argument("--address", default=None,
                      help="Ray cluster to join (e.g. auto); default: a local Ray on 127.0.0.1")
     run.add_argument("--tracking", choices=TRACKERS, default="none",
@@ -78,7 +81,8 @@ def launch_from_args(args: argparse.Namespace, **defaults: Any) -> Launch:
     """The Launch the flags describe, carrying them all as the settings its experiment's
     sweep.json records; ``defaults`` fill flags left unset (None)."""
     names = ("address", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "max_failures",
-             "storage_path", "name", "resume", "wait_for_nodes", "tracking", "mlflow_uri")
+             "storage_path", "name", "resume", "trust_storage", "wait_for_nodes", "tracking",
+             "mlflow_uri")
     values = {n: getattr(args, n) for n in names}
     values.update({k: v for k, v in defaults.items() if values.get(k) is None})
     return Launch(**values, settings=sweep_settings(args),

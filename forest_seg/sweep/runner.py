@@ -7,8 +7,9 @@ import logging
 import os
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pandas as pd
 
@@ -16,8 +17,11 @@ from ..errors import ConfigError
 from ..results import RESULTS_FILE
 from .config_file import save_sweep_file
 from .files import read_csv
+from .lock import LOCK_FILE, experiment_lock
+from .stopping import SweepStopped, stop_on_signals, stop_requested
 from .study import METRIC, MODE, Launch, Study
 from .tables import EXPERIMENT
+from .trust import check_owner
 
 TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a Ray job
@@ -110,6 +114,16 @@ def resolve_data(study: Study) -> Study:
     return replace(study, base=base.replace(data=data, val_data=val))
 
 
+def check_new(experiment_path: str) -> None:
+    """ConfigError when the local folder ``experiment_path`` already holds an experiment (any
+    entry besides the driver lock): a new sweep would overwrite its results files."""
+    if "://" in experiment_path or not Path(experiment_path).is_dir():
+        return
+    if any(entry.name != LOCK_FILE for entry in Path(experiment_path).iterdir()):
+        raise ConfigError(f"experiment {experiment_path} exists: pass --resume to continue "
+                          "it, or pick another --name")
+
+
 def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
     """Run (or, with ``launch.resume``, continue) ``study``; returns the results frame, one
     row per trial as in the experiment's results.csv (:mod:`forest_seg.results`), with the
@@ -117,7 +131,13 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
 
     Ray is started (or joined) only when this process is not connected yet, and what was
     started is shut down again, so a notebook can call ``run`` any number of times. Bad
-    values raise :class:`~forest_seg.errors.ConfigError` before any trial starts.
+    values raise :class:`~forest_seg.errors.ConfigError` before any trial starts: among them
+    a ``name`` that exists without ``resume`` (:func:`check_new`), and a resumed local
+    experiment folder owned by another user without ``launch.trust_storage`` (:mod:`.trust`).
+    The driver holds the experiment's lock while it runs (:mod:`.lock`: a second driver is
+    refused). SIGINT, SIGTERM or a results file that cannot be written stop the sweep
+    gracefully (:mod:`.stopping`) and raise
+    :class:`~forest_seg.sweep.stopping.SweepStopped` once Ray has saved the experiment.
     """
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
@@ -132,11 +152,16 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
     # Snapshot the experiment state every second (Ray's default: every >= 10 s), so a driver
     # killed right after a trial finished does not rerun that trial on resume.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    with connect(launch.address) as nodes:
+    with connect(launch.address) as nodes, ExitStack() as held:
         resources = trial_resources(launch, nodes)
         study = resolve_data(study)
         storage, name = launch.experiment(study.driver)
         path = f"{storage}/{name}"
+        if launch.resume and not launch.trust_storage:
+            check_owner(path)
+        held.enter_context(experiment_lock(path))
+        if not launch.resume:
+            check_new(path)
         shown = {k: v for k, v in asdict(launch).items()
                  if v is not None and v is not False and k != "settings"}
         print(f"{study.driver}: " + json.dumps(
@@ -150,8 +175,12 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
         if launch.resume:
             if not tune.Tuner.can_restore(path):
                 raise ConfigError(f"--resume: {path} holds no Ray Tune experiment to resume")
-            tuner = tune.Tuner.restore(path, runnable, resume_unfinished=True,
-                                       resume_errored=True)
+            try:
+                tuner = tune.Tuner.restore(path, runnable, resume_unfinished=True,
+                                           resume_errored=True)
+            except Exception as exc:  # a truncated or foreign state: many types (EOF, pickle)
+                raise ConfigError(f"--resume: cannot load the experiment state in {path} "
+                                  f"({type(exc).__name__}: {exc})") from None
         else:
             search, samples = study.search, study.samples
             if study.trials is not None:
@@ -181,8 +210,13 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
                 ),
             )
         print(f"{study.driver}: TensorBoard: tensorboard --logdir {path}", flush=True)
-        with ray_console(launch.verbose):
-            tuner.fit()
+        with stop_on_signals(), ray_console(launch.verbose):
+            try:
+                tuner.fit()
+            except SweepStopped as stopped:  # outside the main thread: no graceful stop
+                raise SweepStopped(stopped.request, path) from None
+            if stop_requested() is not None:
+                raise SweepStopped(stop_requested(), path)
     results = read_csv(path, RESULTS_FILE)
     if results is None:
         results = pd.DataFrame()

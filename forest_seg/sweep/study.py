@@ -168,10 +168,12 @@ class Launch:
     checkpoint (a worker that died, a runtime error; a bad input is not retried).
     ``storage_path``: a local folder or an ``s3://...`` URI; ``name`` the experiment's folder in
     it (default ``<driver>-<time>``); ``resume`` continues the experiment ``name`` (default:
-    the newest of the driver's). ``wait_for_nodes`` skips the check that some node can run a
-    trial (autoscaling clusters add nodes on demand). ``verbose``: Ray Tune's progress output.
-    ``settings``: the driver's flag values, saved as the experiment's ``sweep.json`` when a
-    new sweep starts (:mod:`forest_seg.sweep.config_file`; None: no file).
+    the newest of the driver's). ``trust_storage`` lets ``resume`` load a local experiment
+    folder owned by another user (resuming unpickles Ray's experiment state from it:
+    :mod:`forest_seg.sweep.trust`). ``wait_for_nodes`` skips the check that some node can run
+    a trial (autoscaling clusters add nodes on demand). ``settings``: the driver's flag values,
+    saved as the experiment's ``sweep.json`` when a new sweep starts
+    (:mod:`forest_seg.sweep.config_file`; None: no file).
     """
 
     address: str | None = None
@@ -182,6 +184,7 @@ class Launch:
     storage_path: str = "./runs"
     name: str | None = None
     resume: bool = False
+    trust_storage: bool = False
     wait_for_nodes: bool = False
     verbose: int = 0
     tracking: str = "none"
