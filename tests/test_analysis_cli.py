@@ -176,6 +176,7 @@ def test_labelling_cost_section_prices_each_labelling(analyze_cli, tmp_path, cap
     # two seeds, dense 0.79/0.80 far above 50 points 0.69/0.70: best dense, nothing cheaper
     # within 0.02 (paired differences are exactly 0.10, so the tests are decisive)
     assert "**Verdict:** cheapest labelling within 0.02 val_miou of the best (dense" in report
+    assert "- 10 points differs from dense: resolved at 2 paired seeds" in report
     assert (out / "miou_vs_label_cost.png").stat().st_size > 0
 
 

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from forest_seg.analysis.cost import DEFAULT_DELTA, CostModel, LabellingVerdict, labelling_verdict
+from forest_seg.analysis.cost import (
+    DEFAULT_DELTA,
+    CostModel,
+    LabellingVerdict,
+    key_comparisons,
+    labelling_verdict,
+)
 from forest_seg.analysis.cost_plot import plot_miou_vs_label_cost
 from forest_seg.analysis.load import (
     DUPLICATES_DROPPED,
@@ -263,7 +269,10 @@ def _labelling_section(trials: pd.DataFrame, out: Path, metric: str, cost: CostM
     plot = plot_miou_vs_label_cost(verdict.table, out / "miou_vs_label_cost.png", metric)
     model = (f"cost model: {cost.seconds_per_point:g} s per point click, "
              f"{cost.seconds_per_mask:g} s per dense mask of a tile")
+    comparisons = "\n".join(f"- {c.describe()}" for c in key_comparisons(
+        trials, cost, delta=delta, metric=metric))
     text = "\n\n".join([f"**Verdict:** {verdict.text}.", model,
+                         f"Key comparisons (what the answer rests on):\n\n{comparisons}",
                          to_markdown(labelling_costs_for_report(verdict.table),
                                      formats={"s per tile": "g", "train tiles": "g",
                                               "labelling hours": ".2f"})])
