@@ -44,6 +44,11 @@ def ray_head():
         [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
          "--port", str(free_port()), "--dashboard-host", "127.0.0.1",
          "--dashboard-port", str(dashboard), "--include-dashboard", "true", "--num-cpus", "2",
+         # every port of its own: a default one another Ray on the machine holds would leave
+         # the head without its job agent
+         *(arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                            "--metrics-export-port", "--runtime-env-agent-port")
+           for arg in (flag, str(free_port()))),
          "--temp-dir", temp, "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     url = f"http://127.0.0.1:{dashboard}"
