@@ -94,3 +94,19 @@ def test_an_errored_trial_keeps_its_reason_and_others_have_none():
     assert failed["status"] == "ERROR" and failed["error"] == "DatasetError: data=/d: 1 tile"
     assert trial_summary("t2", CONFIG, rows, error="stale")["error"] is None  # not errored
     assert trial_summary("t3", CONFIG, [], errored=True)["error"] is None  # Ray stored none
+
+
+def test_best_checkpoint_is_the_best_scored_epoch_still_kept():
+    from forest_seg.results import best_checkpoint
+
+    rows = [epoch(1, 0.5, 0.5, 1.0, checkpoint="t/checkpoint_000000"),
+            epoch(2, 0.7, 0.6, 0.9, checkpoint="t/checkpoint_000001"),
+            epoch(3, 0.6, 0.6, 0.9),  # no checkpoint saved at this epoch
+            epoch(4, 0.65, 0.6, 0.9, checkpoint="t/checkpoint_000002")]
+    assert best_checkpoint(rows) == "t/checkpoint_000001"
+    kept = {"t/checkpoint_000000", "t/checkpoint_000002"}  # the best one was deleted
+    assert best_checkpoint(rows, kept.__contains__) == "t/checkpoint_000002"
+    diverged = [epoch(1, float("nan"), float("nan"), float("inf"), checkpoint="t/c0"),
+                epoch(2, float("nan"), float("nan"), float("inf"), checkpoint="t/c1")]
+    assert best_checkpoint(diverged) == "t/c1"  # no score: the latest
+    assert best_checkpoint([epoch(1, 0.5, 0.5, 1.0)]) is None

@@ -237,6 +237,29 @@ def test_results_hold_the_config_of_the_last_epoch_a_trial_trained(tmp_path):
     assert results.loc[0, "lr"] == 1e-3 and results.loc[0, "epochs"] == 2
 
 
+def test_results_files_name_each_epochs_checkpoint_and_the_best_kept(tmp_path):
+    from types import SimpleNamespace
+
+    from forest_seg.sweep.callbacks import ResultsFiles
+
+    trial = SimpleNamespace(trial_id="t1", config={"points": 50, "epochs": 3}, last_result={},
+                            status="RUNNING")
+    writer = ResultsFiles(str(tmp_path))
+    for number, miou in ((1, 0.5), (2, 0.7), (3, 0.6)):
+        result = {"epoch": number, "val_miou": miou, "train_loss": 0.1, "diverged": False}
+        writer.on_trial_result(0, [trial], trial, result)
+        trial.last_result = result
+        folder = tmp_path / "p50_t1" / f"checkpoint_00000{number - 1}"
+        if number != 2:  # Ray deleted epoch 2's checkpoint
+            folder.mkdir(parents=True)
+        writer.on_checkpoint(0, [trial], trial, SimpleNamespace(path=str(folder)))
+    writer.on_trial_complete(0, [trial], trial)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert history["checkpoint"].tolist() == [f"p50_t1/checkpoint_00000{i}" for i in range(3)]
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert results.loc[0, "best_checkpoint"] == "p50_t1/checkpoint_000002"  # best still kept
+
+
 def test_clip_to_range_keeps_a_perturbed_lr_within_its_bounds():
     import pickle
 

@@ -106,6 +106,9 @@ def test_grid_smoke_test_writes_results_and_history(tmp_path):
         assert noise not in console
     # trial folders say what the trial is
     assert sorted(p.name.split("_")[0] for p in exp.glob("p*_s0_*")) == ["p0", "p10", "p50"]
+    # each trial's best checkpoint is kept and named, relative to the experiment
+    for folder in results["best_checkpoint"]:
+        assert (exp / folder / "checkpoint.pt").is_file()
 
 
 @pytest.mark.slow
