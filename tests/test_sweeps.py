@@ -1,7 +1,6 @@
 """The sweep drivers: the study's trial list, smoke runs, ASHA statuses, bad requests, resume
 after a killed driver, Optuna with a persistent study, and the cluster launcher config."""
 
-import json
 import os
 import signal
 import subprocess
@@ -136,13 +135,6 @@ def test_a_search_driver_takes_one_head(tmp_path):
     assert "--head takes one value in optuna" in done.stderr.strip().splitlines()[-1]
 
 
-def _result_timestamps(exp: Path) -> dict[str, list[float]]:
-    """Ray's own per-result timestamps of each trial folder."""
-    return {d.name: [json.loads(line)["timestamp"] for line in
-                     (d / "result.json").read_text().splitlines() if line.strip()]
-            for d in exp.iterdir() if (d / "result.json").is_file()}
-
-
 @pytest.mark.slow
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     args = [sys.executable, str(ROOT / "sweeps" / "grid.py"), "--smoke-test", "--epochs", "3",
@@ -163,20 +155,25 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
         driver.kill()
         pytest.fail("the sweep never got to a second trial")
     os.killpg(driver.pid, signal.SIGKILL)
-    killed_at = time.time()
     driver.wait(timeout=60)
     finished_before = pd.read_csv(exp / "results.csv")["trial_id"].tolist()
     assert 1 <= len(finished_before) < 6
+    history_before = pd.read_csv(exp / "history.csv")
 
     done = run_driver("grid.py", *args[2:], "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
     results = pd.read_csv(exp / "results.csv")
     assert len(results) == 6 and results["trial_id"].is_unique
     assert set(results["status"]) == {"COMPLETED"}
-    rerun = [folder for folder, stamps in _result_timestamps(exp).items()
-             if any(t in folder for t in finished_before) and max(stamps) > killed_at]
-    assert rerun == []  # no trial finished before the kill reported anything after it
+    # No trial that finished before the kill trains again: its epochs keep the times they had.
+    # (A warm worker starts the next trial at once, so the kill can land before Ray's
+    # experiment snapshot recorded the finish; Ray then restarts the trial, which finds its
+    # own final checkpoint and reports that last epoch once more, untrained.)
     history = pd.read_csv(exp / "history.csv")
+    finished = history_before[history_before["trial_id"].isin(finished_before)]
+    kept = finished.merge(history, on=["trial_id", "epoch"], suffixes=("", "_after"))
+    assert len(kept) == len(finished) > 0
+    assert (kept["epoch_time_s_after"] == kept["epoch_time_s"]).all()
     assert history.groupby("trial_id")["epoch"].apply(list).map(lambda e: e == [1, 2, 3]).all()
 
 

@@ -16,6 +16,7 @@ from ..results import RESULTS_FILE
 from .files import read_csv
 from .study import METRIC, MODE, Launch, Study
 from .tables import EXPERIMENT
+from .warm import decode_tiles
 
 
 @contextmanager
@@ -99,6 +100,7 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
     with connect(launch.address) as nodes:
         resources = trial_resources(launch, nodes)
         study = resolve_data(study)
+        decode_tiles(study)
         storage, name = launch.experiment(study.driver)
         path = f"{storage}/{name}"
         shown = {k: v for k, v in asdict(launch).items() if v is not None and v is not False}
@@ -127,6 +129,9 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
                 tune_config=tune.TuneConfig(
                     metric=METRIC, mode=MODE, scheduler=scheduler, search_alg=search,
                     num_samples=samples, max_concurrent_trials=launch.max_concurrent,
+                    # a worker process runs trial after trial: imports, decoded tiles and
+                    # device context stay warm (every trial asks the same resources)
+                    reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage, verbose=launch.verbose,
