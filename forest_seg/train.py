@@ -270,14 +270,14 @@ def fit(
     for epoch in range(done + 1, cfg.epochs + 1):
         for group in optimizer.param_groups:
             group["lr"] = lr_for_epoch(cfg, epoch, history)
-        metrics = run_epoch(cfg, model, optimizer, data, device, epoch, baselines)
-        history.append(metrics)
-        reported = {**metrics, **startup}
+        metrics = {**run_epoch(cfg, model, optimizer, data, device, epoch, baselines),
+                   **startup}
         startup = {}
+        history.append(metrics)
         if report is not None:
             due = policy.due(epoch, time.monotonic() - last_checkpoint, metrics["diverged"])
-            report(reported, checkpoint_state=training_state(cfg, model, optimizer, epoch,
-                                                             history) if due else None)
+            report(metrics, checkpoint_state=training_state(cfg, model, optimizer, epoch,
+                                                            history) if due else None)
             if due:
                 last_checkpoint = time.monotonic()
         if metrics["diverged"]:

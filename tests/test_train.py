@@ -224,7 +224,7 @@ def test_points_are_fixed_for_the_whole_run(tiny_cfg, monkeypatch):
     calls = []
     original = train_module.prepare_trial_data
     monkeypatch.setattr(train_module, "prepare_trial_data",
-                        lambda cfg: calls.append(cfg) or original(cfg))
+                        lambda cfg, clock=None: calls.append(cfg) or original(cfg, clock))
     run(tiny_cfg)
     assert len(calls) == 1  # labels drawn once per trial, not per epoch
 
