@@ -40,8 +40,16 @@ def test_one_worker_runs_both_trials_on_the_tiles_the_driver_decoded(tmp_path, m
     root = make_synthetic_dataset(tmp_path / "data", n=24, size=32, seed=5)
     study = Study(base=preset_config("smoke", data=str(root), epochs=1),
                   trials=[{"points": 10}, {"points": 50}], scheduler=None, driver="grid")
-    run(study, Launch(storage_path=str(tmp_path / "runs"), name="warm", max_concurrent=1,
-                      cpus_per_trial=1, verbose=0))
+    import ray
+
+    # one CPU: room for one trial worker at a time, so a second process would show
+    ray.init(num_cpus=1, _node_ip_address="127.0.0.1", include_dashboard=False,
+             log_to_driver=False)
+    try:
+        run(study, Launch(storage_path=str(tmp_path / "runs"), name="warm", cpus_per_trial=1,
+                          verbose=0))
+    finally:
+        ray.shutdown()
     history = pd.read_csv(tmp_path / "runs" / "warm" / "history.csv")
     first = history[history["epoch"] == 1].sort_values("startup_worker_trial")
     assert len(first) == 2 and first["startup_worker_pid"].nunique() == 1  # one process
