@@ -2,10 +2,12 @@
 
     python -m bench --quick          # a few minutes on 2 CPU cores
     python -m bench                  # larger sizes, steadier figures
-    python -m bench --quick --skip sweep memory   # the throughput ratio only
+    python -m bench --quick --skip sweep memory efficiency   # the throughput ratio only
+    python -m bench --only efficiency   # the default grid's sweep efficiency alone
 
 Prints the machine, a table of measurements against their goals, notes on any goal missed,
-and as its last line ``tune/bare throughput ratio: X.XX``.
+and as its last line ``tune/bare throughput ratio: X.XX`` (with ``--only`` and no
+throughput part: ``sweep efficiency: X.XX`` when that part ran).
 """
 
 from __future__ import annotations
@@ -22,25 +24,28 @@ from forest_seg.cli import run_cli
 from forest_seg.data import resolve_data_root
 from forest_seg.errors import ConfigError
 
-from .report import Row, format_table, last_line, machine_lines
+from .report import Row, fmt, format_table, last_line, machine_lines
 from .runs import REPO_ROOT
 from .sections import (
     BenchSettings,
     cache_section,
+    efficiency_section,
     gpu_section,
     memory_section,
     sweep_section,
     throughput_section,
 )
 
-PARTS = ("data", "memory", "sweep", "gpu")
+PARTS = ("data", "memory", "sweep", "efficiency", "gpu")
 REAL_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "forest-aerial-sample"
 QUICK = {"image_size": 64, "max_tiles": 240, "encoder_stages": 2, "epochs": 6,
          "bare_after": 2, "cache_items": 128, "sweep_tiles": 64, "sweep_epochs": 4,
-         "sweep_seeds": 1, "gpu_tiles": 256, "pack_seconds": 10.0, "quiet_wait": 60.0}
+         "sweep_seeds": 1, "gpu_tiles": 256, "pack_seconds": 10.0, "quiet_wait": 60.0,
+         "efficiency_seeds": 1}
 FULL = {"image_size": 128, "max_tiles": 320, "encoder_stages": 2, "epochs": 8,
         "bare_after": 3, "cache_items": None, "sweep_tiles": 128, "sweep_epochs": 6,
-        "sweep_seeds": 2, "gpu_tiles": 493, "pack_seconds": 30.0, "quiet_wait": 180.0}
+        "sweep_seeds": 2, "gpu_tiles": 493, "pack_seconds": 30.0, "quiet_wait": 180.0,
+         "efficiency_seeds": None}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,8 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-epochs", type=int, help="epochs of the ASHA/FIFO grid (4, 6)")
     p.add_argument("--sweep-seeds", type=int, help="seeds of the ASHA/FIFO grid (1, 2)")
     p.add_argument("--sweep-tiles", type=int, help="tiles of the ASHA/FIFO grid (64, 128)")
+    p.add_argument("--efficiency-seeds", type=int,
+                   help="seeds of the default grid whose sweep efficiency is measured (quick 1; "
+                        "full: the grid's default, 3)")
     p.add_argument("--skip", nargs="+", choices=PARTS, default=[],
                    help="parts to leave out (the throughput ratio always runs)")
+    p.add_argument("--only", nargs="+", choices=("throughput", *PARTS), default=None,
+                   help="run only these parts (e.g. --only efficiency)")
     p.add_argument("--ray-worker-niceness", type=int, default=None,
                    help="nice level of the Tune run's Ray workers (RAY_worker_niceness; "
                         "Ray's default is 15, which yields to any other load on the node)")
@@ -102,6 +112,8 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
               ("--sweep-epochs", pick["sweep_epochs"], 2),
               ("--sweep-seeds", pick["sweep_seeds"], 1),
               ("--sweep-tiles", pick["sweep_tiles"], 4)]
+    if pick["efficiency_seeds"] is not None:
+        checks.append(("--efficiency-seeds", pick["efficiency_seeds"], 1))
     if pick["quiet_wait"] < 0:
         raise ConfigError(f"invalid --quiet-wait {pick['quiet_wait']}: expected seconds >= 0")
     if pick["cache_items"] is not None:
@@ -132,10 +144,20 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
                          cache_size=args.cache_size, timeout_s=args.timeout, **pick)
 
 
+def parts_to_run(args: argparse.Namespace) -> list[str]:
+    """The parts ``--only`` names, or all but ``--skip``'s (throughput always, then)."""
+    if args.only is not None and args.skip:
+        raise ConfigError("python -m bench: give --only or --skip, not both")
+    if args.only is not None:
+        return list(dict.fromkeys(args.only))
+    return ["throughput", *(p for p in PARTS if p not in args.skip)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
-    print("bench: " + json.dumps({**vars(settings), "skip": args.skip}, default=str), flush=True)
+    parts = parts_to_run(args)
+    print("bench: " + json.dumps({**vars(settings), "parts": parts}, default=str), flush=True)
     import torch
 
     device = (f"CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
@@ -145,17 +167,23 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="forest-seg-bench-"))
     rows: list[Row] = []
     notes: list[str] = []
+    tune_bare = efficiency = math.nan
     try:
-        if "memory" not in args.skip:  # first: this process must not map the dataset yet
+        if "memory" in parts:  # first: this process must not map the dataset yet
             _add(rows, notes, memory_section(settings))
-        if "data" not in args.skip:
+        if "data" in parts:
             _add(rows, notes, cache_section(settings))
-        throughput_rows, throughput_notes, tune_bare = throughput_section(settings, work)
-        rows += throughput_rows
-        notes += throughput_notes
-        if "sweep" not in args.skip:
+        if "throughput" in parts:
+            throughput_rows, throughput_notes, tune_bare = throughput_section(settings, work)
+            rows += throughput_rows
+            notes += throughput_notes
+        if "sweep" in parts:
             _add(rows, notes, sweep_section(settings, work))
-        if "gpu" not in args.skip:
+        if "efficiency" in parts:
+            efficiency_rows, efficiency_notes, efficiency = efficiency_section(settings, work)
+            rows += efficiency_rows
+            notes += efficiency_notes
+        if "gpu" in parts:
             _add(rows, notes, gpu_section(settings))
     finally:
         if args.work_dir is None and not args.keep:
@@ -165,9 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     if notes:
         print()
         print("\n".join(f"- {note}" for note in notes))
-    if math.isnan(tune_bare):
-        raise ConfigError("no throughput ratio: the bare loop measured no images")
-    print(last_line(tune_bare), flush=True)
+    if "throughput" in parts:
+        if math.isnan(tune_bare):
+            raise ConfigError("no throughput ratio: the bare loop measured no images")
+        print(last_line(tune_bare), flush=True)
+    elif "efficiency" in parts:
+        print(f"sweep efficiency: {fmt(efficiency)}", flush=True)
     return 0
 
 

@@ -22,6 +22,7 @@ from .report import (
 )
 
 TUNE_GOAL, DATA_WAIT_GOAL, FULL_DATASET_TILES = 0.90, 0.05, 5108
+EFFICIENCY_GOAL = 0.85  # of the default grid on 2 CPU cores
 QUIET = 0.25  # an epoch is quiet when other processes used fewer cores than this meanwhile
 MIN_QUIET = 3  # quiet bare epochs wanted before giving up on more
 
@@ -47,6 +48,7 @@ class BenchSettings:
     pack_seconds: float
     ray_worker_niceness: int | None = None
     quiet_wait: float = 0.0
+    efficiency_seeds: int | None = None  # None: the default grid's 3 seeds
 
 
 def _progress(message: str) -> None:
@@ -325,6 +327,50 @@ def sweep_section(s: BenchSettings, work: Path) -> tuple[list[Row], list[str]]:
                      f"run against FIFO's best {fmt(r['fifo_best_score'], 4)} "
                      f"(regret {fmt(r['regret'], 4)} {r['metric']})")
     return rows, notes
+
+
+# --------------------------------------------------------------------------- efficiency
+def efficiency_section(s: BenchSettings, work: Path) -> tuple[list[Row], list[str], float]:
+    from .grid_efficiency import STARTUP_PARTS, efficiency_summary, run_default_grid, slots_from_log
+
+    seeds = "3 (default)" if s.efficiency_seeds is None else str(s.efficiency_seeds)
+    _progress(f"sweep efficiency: python sweeps/grid.py, seeds {seeds}")
+    run = run_default_grid(work, s.efficiency_seeds, s.timeout_s)
+    slots = slots_from_log(run.log.read_text(), s.cpus, len(run.results))
+    r = efficiency_summary(run.history, run.wall_s, slots)
+
+    def parts(kind: str) -> str:
+        return " / ".join(fmt(r[f"{kind}_{part}"], 2) for part in STARTUP_PARTS) + " s"
+
+    names = " / ".join(STARTUP_PARTS)
+    rows = [
+        Row("efficiency", f"sweep efficiency = epoch time / (wall x {slots} slots), "
+                          f"{r['trials']} trials", fmt(r["efficiency"]),
+            f">= {EFFICIENCY_GOAL}", r["efficiency"] >= EFFICIENCY_GOAL),
+        Row("efficiency", "sum of trial epoch times / driver wall time",
+            f"{fmt(r['epoch_s'], 1)} s / {fmt(r['wall_s'], 1)} s"),
+        Row("efficiency", "worker processes / trials", f"{fmt(r['workers'], 0)} / {r['trials']}"),
+        Row("efficiency", f"start-up, fresh worker ({r['fresh_trials']} trials): {names}",
+            parts("fresh")),
+        Row("efficiency", f"start-up, reused worker ({r['reused_trials']} trials): {names}",
+            parts("reused")),
+        Row("efficiency", "first-epoch warm-up (first epoch - median later epoch)",
+            f"{fmt(r['warmup_s'], 2)} s"),
+        Row("efficiency", "tile cache entries decoded by trials (the driver decodes)",
+            fmt(r["tiles_decoded"], 0)),
+        Row("efficiency", "checkpoints written / trial-epochs",
+            f"{fmt(r['checkpoints'], 0)} / {r['trial_epochs']}"),
+        Row("efficiency", "checkpoint write time per trial-epoch",
+            f"{fmt(r['checkpoint_per_epoch_s'], 3)} s"),
+    ]
+    notes = [f"sweep efficiency: the slots' idle or overhead time is "
+             f"{fmt(r['wall_s'] * slots - r['epoch_s'], 1)} s of {fmt(r['wall_s'] * slots, 1)} "
+             "slot-seconds (Ray start-up, trial start-up, reports, checkpoints, a last wave "
+             "that fills fewer slots); n/a start-up figures: the trials reported none"]
+    if s.efficiency_seeds is not None:
+        notes.append(f"sweep efficiency ran a scaled copy of the default grid ({seeds} seed): "
+                     f"the {EFFICIENCY_GOAL} goal is for the default grid (3 seeds)")
+    return rows, notes, r["efficiency"]
 
 
 # --------------------------------------------------------------------------- GPU

@@ -10,4 +10,8 @@ Nothing runs at import time. The library modules are:
 - ``sweep``: the sweep API (``Study``, ``Launch``, ``run``); ``analysis``: sweep results.
 """
 
+import time as _time
+
 __version__ = "0.1.0"
+# When this process imported the package: where a trial's start-up time went (forest_seg.startup)
+IMPORTED_AT = _time.time()

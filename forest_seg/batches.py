@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ from .data import (
 )
 from .errors import ConfigError, DatasetError
 from .points import SparsePoints, sample_points_sparse, scatter_points
+from .startup import StartupClock
 
 # Keeps the validation points of a trial apart from its training points' random stream.
 VAL_POINTS_SEED_OFFSET = 1_000_003
@@ -176,7 +178,7 @@ def cap_training_tiles(train_idx: np.ndarray, cap: int | None, seed: int) -> np.
     return np.sort(train_idx[order[:cap]])
 
 
-def prepare_trial_data(cfg: TrainConfig) -> TrialData:
+def prepare_trial_data(cfg: TrainConfig, clock: StartupClock | None = None) -> TrialData:
     """Load (or reuse) the decoded tiles, split them and draw the trial's fixed point labels.
 
     Without ``cfg.val_data`` the tiles of ``cfg.data`` are split (``split``, ``val_fraction``,
@@ -192,25 +194,27 @@ def prepare_trial_data(cfg: TrainConfig) -> TrialData:
     strategy and count as training (they give ``val_loss``); the dense validation masks give
     every ``val_*`` metric. Raises :class:`DatasetError` naming a missing or unusable root or
     a training side smaller than a batch, :class:`ConfigError` for more points than pixels.
+    ``clock`` times the start-up parts ``data`` (the tiles) and ``points`` (split and labels).
     """
+
+    def timed(part: str) -> AbstractContextManager:
+        return nullcontext() if clock is None else clock.part(part)
+
     pixels = cfg.image_size**2
     if cfg.points > pixels:
         raise ConfigError(
             f"points={cfg.points} is more than the {pixels} pixels of a tile at "
             f"image_size={cfg.image_size}; use --points <= {pixels} (or 0 for dense supervision)"
         )
-    tiles = load_tiles(resolve_data_root(cfg.data), cfg.image_size)
+    with timed("data"):
+        tiles = load_tiles(resolve_data_root(cfg.data), cfg.image_size)
+        val_tiles = tiles if cfg.val_data is None else _validation_tiles(cfg)
     if cfg.val_data is None:
-        val_tiles = tiles
         train_idx, val_idx = split_indices(
             tiles.scenes, split=cfg.split, val_fraction=cfg.val_fraction, seed=cfg.seed,
             max_tiles=cfg.max_tiles,
         )
     else:
-        try:
-            val_tiles = load_tiles(find_dataset_root(cfg.val_data), cfg.image_size)
-        except DatasetError as e:
-            raise DatasetError(f"val_data: {e}") from e
         train_idx = select_tiles(len(tiles), cfg.max_tiles, cfg.seed)
         val_idx = np.arange(len(val_tiles), dtype=np.int64)
     train_idx = cap_training_tiles(train_idx, cfg.max_train_tiles, cfg.seed)
@@ -223,8 +227,17 @@ def prepare_trial_data(cfg: TrainConfig) -> TrialData:
         )
         return SplitData(source.images, source.masks, indices, labels)
 
-    return TrialData(
-        train=side(tiles, train_idx, cfg.seed),
-        val=side(val_tiles, val_idx, cfg.seed + VAL_POINTS_SEED_OFFSET),
-        image_size=cfg.image_size,
-    )
+    with timed("points"):
+        return TrialData(
+            train=side(tiles, train_idx, cfg.seed),
+            val=side(val_tiles, val_idx, cfg.seed + VAL_POINTS_SEED_OFFSET),
+            image_size=cfg.image_size,
+        )
+
+
+def _validation_tiles(cfg: TrainConfig) -> TileSet:
+    """The decoded tiles of ``cfg.val_data``; a DatasetError names the field."""
+    try:
+        return load_tiles(find_dataset_root(cfg.val_data), cfg.image_size)
+    except DatasetError as e:
+        raise DatasetError(f"val_data: {e}") from e

@@ -9,8 +9,8 @@ Each field's metadata is the one source of truth other modules read:
 - ``swept``: a field the sweep drivers vary per trial (``points``, ``lr``,
   ``point_strategy``, ``seed``); every other field is a fixed flag of a driver;
 - ``execution``: a field that changes how a trial runs, not what it computes (``device``,
-  ``num_workers``, ``threads``, ``checkpoint_every``), so the analysis never treats it as a
-  factor;
+  ``num_workers``, ``threads``, ``checkpoint_every``, ``checkpoint_minutes``), so the analysis
+  never treats it as a factor;
 - ``choices``: the valid values, read on first use from the module that implements them
   (point strategies from :mod:`forest_seg.points`, heads from :mod:`forest_seg.model`,
   schedules from :mod:`forest_seg.schedules`), so importing this module imports no torch.
@@ -91,8 +91,11 @@ class TrainConfig:
     threads: int | None = _field(None, execution=True)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
-    # epochs between checkpoints (the last epoch always saves)
-    checkpoint_every: int = _field(1, execution=True)
+    # epochs a scheduler needs checkpointed (every Nth, e.g. PBT's perturbation interval);
+    # None = none beyond the policy of forest_seg.checkpoint_policy (last epoch, by time)
+    checkpoint_every: int | None = _field(None, execution=True)
+    # at most this many minutes of training between two checkpoints (0 = every epoch)
+    checkpoint_minutes: float = _field(5.0, execution=True)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -178,7 +181,10 @@ class TrainConfig:
         _check(
             self.threads is None or self.threads >= 1, "threads", self.threads, ">= 1 or none"
         )
-        _check(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, ">= 1")
+        _check(self.checkpoint_every is None or self.checkpoint_every >= 1, "checkpoint_every",
+               self.checkpoint_every, "an integer >= 1 or none")
+        _check(self.checkpoint_minutes >= 0, "checkpoint_minutes", self.checkpoint_minutes,
+               "minutes >= 0")
 
 
 def _check(ok: bool, name: str, value: Any, expected: str) -> None:

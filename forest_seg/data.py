@@ -47,6 +47,9 @@ _MASK_THRESHOLD = 127
 _ZERO_ONE_MAX = 15  # the largest grey value of a dataset whose masks are 0/1 (JPEG noise)
 _PROGRESS_MIN_TILES = 500  # report decode progress on stderr above this many tiles
 _TILE_CACHE: dict[str, "TileSet"] = {}
+# What this process did to get decoded tiles: ``decoded`` cache entries it built (JPEGs
+# decoded), ``mapped`` entries it memory-mapped; a warm process does neither again.
+TILE_CACHE_EVENTS: Counter[str] = Counter()
 _NORMALISATION: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -273,6 +276,7 @@ def _decode_into(folder: Path, root: Path, rows: list[tuple[str, Path, Path]], s
     maximum (:func:`mask_convention`) and they are thresholded in place. Raises
     :class:`DatasetError` when no mask holds a forest pixel.
     """
+    TILE_CACHE_EVENTS["decoded"] += 1
     n = len(rows)
     images = np.lib.format.open_memmap(folder / "images.npy", "w+", np.uint8, (n, size, size, 3))
     masks = np.lib.format.open_memmap(folder / "masks.npy", "w+", np.uint8, (n, size, size))
@@ -336,6 +340,7 @@ def load_tiles(root: str | Path, size: int) -> TileSet:
         lambda tmp: _decode_into(tmp, root, rows, size),
         lambda folder: tile_entry_problem(folder, names, size) is None,
     )
+    TILE_CACHE_EVENTS["mapped"] += 1
     tiles = TileSet(
         images=np.load(final / "images.npy", mmap_mode="r"),
         masks=np.load(final / "masks.npy", mmap_mode="r"),

@@ -6,7 +6,8 @@ and by the analysis (which reads them, or rebuilds them from Ray Tune's own file
 crash), so both apply one rule set:
 
 - ``history.csv``: a row per trial per epoch, the :data:`HISTORY_COLUMNS` a trial reported
-  (:func:`history_row`) and its ``baseline_*`` keys;
+  (:func:`history_row`), its ``baseline_*`` keys and, in the row of its first report, its
+  ``startup_*`` keys (:mod:`forest_seg.startup`);
 - ``results.csv``: a row per trial: ``trial_id``, ``driver`` (the search that ran it:
   ``grid``, ``optuna``, ``pbt``, or the name a Study gives), the :data:`CONFIG_COLUMNS`, then
   :data:`RESULT_TAIL`, ``error`` (a failed trial's reason, ``"<Exception>: <message>"``; empty
@@ -52,8 +53,11 @@ BEST_CHECKPOINT = "best_checkpoint"
 CHECKPOINT = "checkpoint"
 HISTORY_COLUMNS = (
     "trial_id", "epoch", "train_loss", *VAL_COLUMNS, "lr", "epoch_time_s", "images_per_s",
-    "data_time_s", "diverged", "pretrained_loaded", TRAIN_TILES, *BASELINE_COLUMNS, CHECKPOINT,
+    "data_time_s", "checkpoint_s", "diverged", "pretrained_loaded", TRAIN_TILES,
+    *BASELINE_COLUMNS, CHECKPOINT,
 )
+# a trial's first report: where its start-up time went (forest_seg.startup); kept in history.csv
+STARTUP_PREFIX = "startup_"
 # config columns: the TrainConfig fields, the planned ``epochs`` written as ``max_epochs``
 CONFIG_COLUMNS = tuple("max_epochs" if name == "epochs" else name
                        for name in TrainConfig.field_names())
@@ -96,11 +100,11 @@ def last_error_line(traceback_text: str) -> str | None:
 
 
 def history_row(trial_id: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The history.csv row of one reported epoch: its :data:`HISTORY_COLUMNS` and
-    ``baseline_*`` keys (Ray's own bookkeeping keys dropped)."""
+    """The history.csv row of one reported epoch: its :data:`HISTORY_COLUMNS`, ``baseline_*``
+    and ``startup_*`` keys (Ray's own bookkeeping keys dropped)."""
     row: dict[str, Any] = {"trial_id": str(trial_id)}
     row.update({k: v for k, v in metrics.items()
-                if k in HISTORY_COLUMNS or k.startswith(BASELINE_PREFIX)})
+                if k in HISTORY_COLUMNS or k.startswith((BASELINE_PREFIX, STARTUP_PREFIX))})
     return row
 
 

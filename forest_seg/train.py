@@ -31,6 +31,7 @@ from .baselines import baseline_scores
 from .batches import SplitData, TrialData, prepare_trial_data
 from .cache import writable_dir
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint_policy import CheckpointPolicy
 from .cli import run_cli
 from .config import TrainConfig, add_config_arguments, config_from_args
 from .errors import CheckpointError, ConfigError
@@ -40,6 +41,7 @@ from .model import build_model
 from .points import IGNORE_INDEX
 from .results import RESTORED_EPOCHS, TRAIN_TILES, TRIAL_WARNINGS, VAL_COLUMNS
 from .schedules import lr_for_epoch
+from .startup import StartupClock
 
 Metrics = dict[str, Any]
 VAL_KEYS = VAL_COLUMNS  # the validation scores of an epoch (forest_seg.results)
@@ -229,39 +231,55 @@ def fit(
 ) -> Metrics:
     """Train one configuration and return the last epoch's metrics.
 
-    ``report(metrics, checkpoint_state=None)`` is called once per epoch; on checkpoint epochs
-    (every ``checkpoint_every``, the last one, and a diverged one) ``checkpoint_state`` holds
-    everything needed to resume after that epoch (:func:`training_state`; save it with
-    :func:`forest_seg.checkpoint.save_checkpoint`). Each epoch's lr comes from
-    ``cfg.lr_schedule`` (forest_seg.schedules) and is reported as ``lr``.
-    ``resume_state`` (a loaded checkpoint) continues a stopped run: the history then equals
-    that of a run never stopped (CPU). A non-finite loss ends the run with ``diverged=True``;
-    no exception escapes.
+    ``report(metrics, checkpoint_state=None)`` is called once per epoch; on the epochs that
+    :class:`~forest_seg.checkpoint_policy.CheckpointPolicy` picks (the last one, a diverged
+    one, every ``checkpoint_every``-th, and one at least ``checkpoint_minutes`` after the
+    previous checkpoint) ``checkpoint_state`` holds everything needed to resume after that
+    epoch (:func:`training_state`; save it with :func:`forest_seg.checkpoint.save_checkpoint`).
+    The first report also carries the ``startup_*`` metrics (:mod:`forest_seg.startup`).
+    Each epoch's lr comes from ``cfg.lr_schedule`` (forest_seg.schedules) and is reported as
+    ``lr``. ``resume_state`` (a loaded checkpoint) continues a stopped run: the history then
+    equals that of a run never stopped (CPU). A non-finite loss ends the run with
+    ``diverged=True``; no exception escapes.
     """
+    clock = StartupClock()
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads or available_cpus())
-    data = prepare_trial_data(cfg)
-    constants = {**trial_baselines(data), TRAIN_TILES: len(data.train)}
-    torch.manual_seed(cfg.seed)
-    model = build_model(head=cfg.head, pretrained=cfg.pretrained,
-                        encoder_stages=cfg.encoder_stages).to(device)
-    if cfg.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(cfg, model)
+    data = prepare_trial_data(cfg, clock)
+    with clock.part("baselines"):
+        constants = {**trial_baselines(data), TRAIN_TILES: len(data.train)}
+    with clock.part("model"):
+        torch.manual_seed(cfg.seed)
+        model = build_model(head=cfg.head, pretrained=cfg.pretrained,
+                            encoder_stages=cfg.encoder_stages).to(device)
+        if cfg.channels_last and device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(cfg, model)
     done, history = _restore(resume_state, model, optimizer) if resume_state else (0, [])
+    policy = CheckpointPolicy(cfg.epochs, cfg.checkpoint_every, cfg.checkpoint_minutes)
+    startup = clock.metrics()
+    if done and (done >= cfg.epochs or history[-1]["diverged"]):
+        # The checkpoint of a finished run, whose last result may never have been recorded (a
+        # driver killed in between): report that epoch again rather than nothing.
+        if report is not None:
+            report({**history[-1], **startup})
+        return history[-1]
+    last_checkpoint = time.monotonic()
     for epoch in range(done + 1, cfg.epochs + 1):
         for group in optimizer.param_groups:
             group["lr"] = lr_for_epoch(cfg, epoch, history)
-        metrics = run_epoch(cfg, model, optimizer, data, device, epoch, constants)
+        metrics = {**run_epoch(cfg, model, optimizer, data, device, epoch, constants),
+                   **startup}
+        startup = {}
         history.append(metrics)
-        due = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or metrics["diverged"]
-        if report is not None and due:
+        if report is not None:
+            due = policy.due(epoch, time.monotonic() - last_checkpoint, metrics["diverged"])
             report(metrics, checkpoint_state=training_state(cfg, model, optimizer, epoch,
-                                                            history))
-        elif report is not None:
-            report(metrics)
+                                                            history) if due else None)
+            if due:
+                last_checkpoint = time.monotonic()
         if metrics["diverged"]:
             break
     return history[-1]
@@ -299,7 +317,9 @@ def run_epoch(cfg, model, optimizer, data: TrialData, device, epoch: int,
 def trainable(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: ``fit`` reporting each epoch with ``tune.report`` (and a
     ``tune.Checkpoint`` on checkpoint epochs), resumed from :func:`resume_state`, with as many
-    torch threads as CPUs the trial was given."""
+    torch threads as CPUs the trial was given. Each report carries ``checkpoint_s``: the
+    seconds the training thread spent writing that epoch's checkpoint file (0 without one;
+    Ray's copy of it into the experiment's storage, inside ``tune.report``, is not counted)."""
     import ray
     from ray import tune
 
@@ -317,18 +337,18 @@ def trainable(config: dict[str, Any]) -> None:
         warnings.simplefilter("default")
 
         def report(metrics: Metrics, checkpoint_state: dict[str, Any] | None = None) -> None:
-            metrics = {**metrics, **restored, **_new_warnings(caught)}
+            metrics = {**metrics, **restored, **_new_warnings(caught), "checkpoint_s": 0.0}
             restored.clear()
             if checkpoint_state is None:
                 tune.report(metrics)
                 return
+            start = time.perf_counter()
             with tempfile.TemporaryDirectory() as folder:
                 save_checkpoint(Path(folder) / CHECKPOINT_FILE, checkpoint_state)
+                metrics["checkpoint_s"] = time.perf_counter() - start
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
         fit(cfg, report, resume_state=state)
-        if restored:  # the checkpoint had finished the trial: fit reported nothing to carry them
-            report(state["history"][-1])
 
 
 PACKAGE_DIR = str(Path(__file__).resolve().parent)

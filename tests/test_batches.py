@@ -213,3 +213,13 @@ def test_more_points_than_pixels_is_refused(two_roots):
     message = str(err.value)
     assert "points=5000" in message and "1024 pixels" in message and "image_size=32" in message
     assert len(prepare_trial_data(config(*two_roots, points=1024)).train) == 6  # every pixel
+
+
+def test_points_are_drawn_for_the_trials_tiles_only_and_equal_those_of_every_tile(ten_tiles):
+    """A trial capped at 4 of 10 tiles draws points for its own tiles only, and they are the
+    points the same seed gives those tiles when every tile of the dataset is sampled."""
+    masks = load_tiles(ten_tiles, 64).masks
+    train = trial(ten_tiles, points=9, seed=4, max_tiles=4, val_fraction=0.5).train
+    assert len(train) < len(masks) and len(train.labels) == len(train)
+    every_tile = sample_points_batch(masks, 9, "balanced", seed=4)
+    assert torch.equal(train.dense_labels(), every_tile[train.tiles])

@@ -398,7 +398,7 @@ def test_bench_quick_end_to_end(tiny_data, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--data", str(tiny_data),
          "--image-size", "32", "--max-tiles", "12", "--batch-size", "4", "--encoder-stages",
-         "1", "--epochs", "2", "--cpus", "1", "--skip", "memory", "sweep", "gpu",
+         "1", "--epochs", "2", "--cpus", "1", "--skip", "memory", "sweep", "efficiency", "gpu",
          "--quiet-wait", "0", "--work-dir", str(tmp_path / "work")],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -81,7 +81,7 @@ def test_choice_lists_come_from_the_modules_that_implement_them():
 def test_field_metadata_names_the_swept_and_execution_only_fields():
     assert TrainConfig.swept_fields() == ("points", "point_strategy", "lr", "seed")
     assert TrainConfig.execution_fields() == ("device", "num_workers", "threads",
-                                              "checkpoint_every")
+                                              "checkpoint_every", "checkpoint_minutes")
 
 
 def test_importing_the_config_imports_no_torch():

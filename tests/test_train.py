@@ -43,7 +43,8 @@ def tiny_cfg(tiny_data) -> TrainConfig:
 
 
 def without_timing(history):
-    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS and not k.startswith("startup_")}
+            for row in history]
 
 
 def run(cfg, **kwargs):
@@ -76,6 +77,7 @@ def test_same_config_twice_gives_the_same_history(tiny_cfg):
 
 
 def test_resumed_run_ends_with_the_same_history(tiny_cfg, tmp_path):
+    tiny_cfg = tiny_cfg.replace(checkpoint_every=1)  # a checkpoint after epoch 1 to resume from
     _, uninterrupted = run(tiny_cfg)
 
     states = []
@@ -101,12 +103,53 @@ def test_resumed_run_ends_with_the_same_history(tiny_cfg, tmp_path):
     assert without_timing(states[-1]["history"]) == without_timing(uninterrupted)
 
 
+def test_resuming_a_finished_run_reports_its_last_epoch_again(tiny_cfg):
+    history, states = [], []
+
+    def keep(metrics, checkpoint_state=None):
+        history.append(metrics)
+        states.append(checkpoint_state)
+
+    fit(tiny_cfg, keep)
+    again = []
+    final = fit(tiny_cfg, lambda metrics, checkpoint_state=None: again.append(metrics),
+                resume_state=states[-1])
+    assert len(again) == 1 and without_timing(again) == without_timing(history[-1:])
+    assert final["epoch"] == 3
+
+
 def test_checkpoint_every_controls_when_states_are_made(tiny_cfg):
     calls = []
     fit(tiny_cfg.replace(checkpoint_every=2),
         lambda metrics, checkpoint_state=None: calls.append(
             (metrics["epoch"], checkpoint_state and checkpoint_state["epoch"])))
     assert calls == [(1, None), (2, 2), (3, 3)]  # a state every 2nd epoch and the last
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({}, [3]),  # the default policy on a short trial: the last epoch only
+    ({"checkpoint_minutes": 0}, [1, 2, 3]),  # 0 minutes between checkpoints: every epoch
+])
+def test_checkpoint_policy_decides_which_epochs_save(tiny_cfg, changes, expected):
+    saved = []
+    fit(tiny_cfg.replace(**changes), lambda metrics, checkpoint_state=None: checkpoint_state
+        and saved.append(checkpoint_state["epoch"]))
+    assert saved == expected
+
+
+def test_only_the_first_report_carries_the_start_up_parts(tiny_cfg):
+    import os
+
+    _, history = run(tiny_cfg)
+    startup = {k: v for k, v in history[0].items() if k.startswith("startup_")}
+    for part in ("process", "imports", "data", "points", "baselines", "model"):
+        assert startup[f"startup_{part}_s"] >= 0, part
+    assert startup["startup_worker_pid"] == os.getpid()
+    assert all(not k.startswith("startup_") for m in history[1:] for k in m)
+    _, again = run(tiny_cfg)  # a second trial in this process: nothing paid twice
+    assert again[0]["startup_worker_trial"] == startup["startup_worker_trial"] + 1
+    assert again[0]["startup_process_s"] == again[0]["startup_imports_s"] == 0.0
+    assert again[0]["startup_tiles_mapped"] == startup["startup_tiles_mapped"]
 
 
 def test_absurd_learning_rate_diverges_cleanly(tiny_cfg):
@@ -183,7 +226,7 @@ def test_points_are_fixed_for_the_whole_run(tiny_cfg, monkeypatch):
     calls = []
     original = train_module.prepare_trial_data
     monkeypatch.setattr(train_module, "prepare_trial_data",
-                        lambda cfg: calls.append(cfg) or original(cfg))
+                        lambda cfg, clock=None: calls.append(cfg) or original(cfg, clock))
     run(tiny_cfg)
     assert len(calls) == 1  # labels drawn once per trial, not per epoch
 

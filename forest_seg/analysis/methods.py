@@ -26,9 +26,9 @@ Conventions:
   common epoch of its trials instead. ``best_at_epoch`` says which epoch the mean is at.
 - *Comparable*: besides ``lr``, ``lr_schedule``, ``warmup_epochs`` and ``seed`` (what methods
   choose), and the execution-only fields (``TrainConfig.execution_fields()``: ``device``,
-  ``num_workers``, ``threads``, ``checkpoint_every``), every config column must take the same
-  set of values in every method; otherwise both sides are flagged ``not comparable: differs
-  in <columns>``.
+  ``num_workers``, ``threads``, ``checkpoint_every``, ``checkpoint_minutes``), every config
+  column must take the same set of values in every method; otherwise both sides are flagged
+  ``not comparable: differs in <columns>``.
 """
 
 from __future__ import annotations

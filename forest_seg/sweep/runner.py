@@ -22,6 +22,7 @@ from .stopping import SweepStopped, stop_on_signals, stop_requested
 from .study import METRIC, MODE, Launch, Study
 from .tables import EXPERIMENT
 from .trust import check_owner
+from .warm import decode_tiles
 
 TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a Ray job
@@ -155,6 +156,7 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
     with connect(launch.address) as nodes, ExitStack() as held:
         resources = trial_resources(launch, nodes)
         study = resolve_data(study)
+        decode_tiles(study)
         storage, name = launch.experiment(study.driver)
         path = f"{storage}/{name}"
         if launch.resume and not launch.trust_storage:
@@ -198,6 +200,9 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
                     metric=METRIC, mode=MODE, scheduler=scheduler, search_alg=search,
                     num_samples=samples,
                     trial_name_creator=names, trial_dirname_creator=names,
+                    # a worker process runs trial after trial: imports, decoded tiles and
+                    # device context stay warm (every trial asks the same resources)
+                    reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage, verbose=launch.verbose,
