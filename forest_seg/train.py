@@ -232,8 +232,8 @@ def fit(
     """Train one configuration and return the last epoch's metrics.
 
     ``report(metrics, checkpoint_state=None)`` is called once per epoch; on the epochs that
-    :class:`~forest_seg.checkpoint_policy.CheckpointPolicy` picks (the last one, a diverged
-    one, every ``checkpoint_every``-th, and one at least ``checkpoint_minutes`` after the
+    :class:`~forest_seg.checkpoint_policy.CheckpointPolicy` picks (the last one, a new best,
+    a diverged one, every ``checkpoint_every``-th, and one at least ``checkpoint_minutes`` after the
     previous checkpoint) ``checkpoint_state`` holds everything needed to resume after that
     epoch (:func:`training_state`; save it with :func:`forest_seg.checkpoint.save_checkpoint`).
     The first report also carries the ``startup_*`` metrics (:mod:`forest_seg.startup`).
@@ -275,7 +275,8 @@ def fit(
         startup = {}
         history.append(metrics)
         if report is not None:
-            due = policy.due(epoch, time.monotonic() - last_checkpoint, metrics["diverged"])
+            due = policy.due(epoch, time.monotonic() - last_checkpoint, metrics["diverged"],
+                             new_best=is_new_best(history))
             report(metrics, checkpoint_state=training_state(cfg, model, optimizer, epoch,
                                                             history) if due else None)
             if due:
@@ -283,6 +284,13 @@ def fit(
         if metrics["diverged"]:
             break
     return history[-1]
+
+
+def is_new_best(history: list[Metrics]) -> bool:
+    """Whether the last epoch's ``val_miou`` is finite and above every earlier epoch's."""
+    scores = [m.get("val_miou", math.nan) for m in history]
+    last = scores[-1]
+    return math.isfinite(last) and all(not (s >= last) for s in scores[:-1])
 
 
 def run_epoch(cfg, model, optimizer, data: TrialData, device, epoch: int,

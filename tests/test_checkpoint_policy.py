@@ -38,3 +38,15 @@ def test_checkpoint_epochs_for_given_settings(every, minutes, epoch_seconds, exp
 def test_a_diverged_epoch_saves_so_a_retry_does_not_train_again():
     policy = CheckpointPolicy(epochs=6, every=None, minutes=5.0)
     assert checkpoint_epochs(policy, 10.0, diverged_at=2) == [2]
+
+
+def test_a_new_best_epoch_saves_so_the_best_model_is_kept():
+    from forest_seg.train import is_new_best
+
+    policy = CheckpointPolicy(epochs=6, every=None, minutes=5.0)
+    scores = [0.4, 0.5, 0.45, 0.5, float("nan"), 0.3]
+    saved = [epoch for epoch in range(1, 7)
+             if policy.due(epoch, 10.0, new_best=is_new_best(
+                 [{"val_miou": s} for s in scores[:epoch]]))]
+    # epochs 1 and 2 raise the best; 4 only ties it; 5 has no score; 6 is the last
+    assert saved == [1, 2, 6]

@@ -118,23 +118,40 @@ def test_resuming_a_finished_run_reports_its_last_epoch_again(tiny_cfg):
     assert final["epoch"] == 3
 
 
+def new_best_epochs(reports) -> set[int]:
+    """The epochs whose val mIoU beat every earlier one (each saves: the best model is kept)."""
+    best, out = -1.0, set()
+    for m in reports:
+        if m["val_miou"] > best:
+            best, out = m["val_miou"], out | {m["epoch"]}
+    return out
+
+
 def test_checkpoint_every_controls_when_states_are_made(tiny_cfg):
     calls = []
     fit(tiny_cfg.replace(checkpoint_every=2),
         lambda metrics, checkpoint_state=None: calls.append(
-            (metrics["epoch"], checkpoint_state and checkpoint_state["epoch"])))
-    assert calls == [(1, None), (2, 2), (3, 3)]  # a state every 2nd epoch and the last
+            (metrics, checkpoint_state and checkpoint_state["epoch"])))
+    saved = {epoch for _, epoch in calls if epoch is not None}
+    # every 2nd epoch and the last, and each new best; a state holds its own epoch
+    assert saved == {2, 3} | new_best_epochs(m for m, _ in calls)
+    assert all(epoch in (None, m["epoch"]) for m, epoch in calls)
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({}, [3]),  # the default policy on a short trial: the last epoch only
-    ({"checkpoint_minutes": 0}, [1, 2, 3]),  # 0 minutes between checkpoints: every epoch
+@pytest.mark.parametrize("changes, always", [
+    ({}, {3}),  # the default policy on a short trial: the last epoch (and each new best)
+    ({"checkpoint_minutes": 0}, {1, 2, 3}),  # 0 minutes between checkpoints: every epoch
 ])
-def test_checkpoint_policy_decides_which_epochs_save(tiny_cfg, changes, expected):
-    saved = []
-    fit(tiny_cfg.replace(**changes), lambda metrics, checkpoint_state=None: checkpoint_state
-        and saved.append(checkpoint_state["epoch"]))
-    assert saved == expected
+def test_checkpoint_policy_decides_which_epochs_save(tiny_cfg, changes, always):
+    reports, saved = [], []
+
+    def keep(metrics, checkpoint_state=None):
+        reports.append(metrics)
+        if checkpoint_state:
+            saved.append(checkpoint_state["epoch"])
+
+    fit(tiny_cfg.replace(**changes), keep)
+    assert set(saved) == always | new_best_epochs(reports)
 
 
 def test_only_the_first_report_carries_the_start_up_parts(tiny_cfg):
