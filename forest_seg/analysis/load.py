@@ -44,6 +44,7 @@ import pandas as pd
 
 from forest_seg.errors import ForestSegError
 from forest_seg.results import (
+    CHECKPOINT,
     CONFIG_COLUMNS,
     DRIVER_COLUMN,
     HISTORY_COLUMNS,
@@ -63,7 +64,7 @@ REQUIRED_HISTORY = ("trial_id", "epoch")
 KEY_COLUMNS = ("trial_id", "epoch")  # never empty in a row
 RESULTS_NUMERIC = tuple(c for c in RESULT_TAIL if c != "status")
 HISTORY_NUMERIC = tuple(c for c in HISTORY_COLUMNS
-                        if c not in ("trial_id", "diverged", "pretrained_loaded"))
+                        if c not in ("trial_id", "diverged", "pretrained_loaded", CHECKPOINT))
 # Keys Ray Tune adds to every result row; they are not metrics of ours.
 RAY_KEYS = frozenset({
     "trial_id", "training_iteration", "config", "done", "time_total_s", "time_this_iter_s",
