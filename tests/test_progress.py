@@ -42,6 +42,11 @@ def test_a_grid_names_what_varies_and_spans_its_values_in_the_param_space():
     assert space["seed"].categories == [0, 1]
     assert space["batch_size"] == 16  # the rest of the base stays
     assert study.trial_count() == 4
+    # a field only some trials set: the others keep the base value, set in their points (Ray
+    # would sample a field a point leaves out), which the choice holds
+    some = Study(base=TrainConfig(epochs=2), trials=[{"seed": 0, "epochs": 4}, {"seed": 1}])
+    assert some.trial_points() == [{"seed": 0, "epochs": 4}, {"seed": 1, "epochs": 2}]
+    assert some.param_space()["epochs"].categories == [4, 2]
 
 
 def test_progress_prints_finished_trials_best_and_eta():

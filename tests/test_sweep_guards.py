@@ -81,6 +81,8 @@ def test_a_new_sweep_over_an_existing_experiment_is_refused(tmp_path):
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / LOCK_FILE).write_text("")
     check_new(str(tmp_path / "exp"))  # only its (free) lock: never ran
+    (tmp_path / "exp" / "optuna.db").write_text("")
+    check_new(str(tmp_path / "exp"))  # the study file an Optuna driver prepares first
     (tmp_path / "exp" / "results.csv").write_text("trial_id\n")
     with pytest.raises(ConfigError, match=r"exp exists: pass --resume to continue it, or pick"):
         check_new(str(tmp_path / "exp"))

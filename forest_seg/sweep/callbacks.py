@@ -44,6 +44,14 @@ EXIT_WRITE_FAILED = 1
 _FINISHED = ("TERMINATED", "ERROR")  # Ray's statuses of a trial that will not run again
 
 
+def retrained(result: dict[str, Any]) -> bool:
+    """Whether a reported result trained its epoch; a trial resumed from a checkpoint that
+    had already finished that epoch (its own after a kill, or another member's after a PBT
+    exploit) only re-reports it, with the restored epochs."""
+    restored = result.get(RESTORED_EPOCHS) or []
+    return not restored or int(restored[-1]["epoch"]) != int(result["epoch"])
+
+
 def relative_to(path: str, experiment_path: str) -> str:
     """``path`` relative to the experiment folder (a local path or a URI, whose scheme the
     checkpoint's filesystem path lacks); unchanged when it lies elsewhere."""
@@ -88,9 +96,13 @@ class ResultsFiles(tune.Callback):
         for row in result.get(RESTORED_EPOCHS) or []:  # epochs finished before a resume
             self._epochs.setdefault((trial.trial_id, int(row["epoch"])),
                                     history_row(trial.trial_id, row))
-        self._epochs[(trial.trial_id, int(result["epoch"]))] = history_row(trial.trial_id, result)
-        if "config" in result:  # the config this epoch trained with
-            self._trained_configs[trial.trial_id] = result["config"]
+        key = (trial.trial_id, int(result["epoch"]))
+        if retrained(result):
+            self._epochs[key] = history_row(trial.trial_id, result)
+            if "config" in result:  # the config this epoch trained with
+                self._trained_configs[trial.trial_id] = result["config"]
+        else:  # only re-reported from a checkpoint: an epoch already recorded stays as it was
+            self._epochs.setdefault(key, history_row(trial.trial_id, result))
         self._write_history()
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ConfigError
-from ..results import RESULTS_FILE
-from .config_file import save_sweep_file
+from ..results import HISTORY_FILE, RESULTS_FILE
+from .config_file import SWEEP_FILE, save_sweep_file
 from .files import read_csv
-from .lock import LOCK_FILE, experiment_lock
+from .lock import experiment_lock
 from .stopping import SweepStopped, stop_on_signals, stop_requested
 from .study import METRIC, MODE, Launch, Study
 from .tables import EXPERIMENT
@@ -26,6 +26,8 @@ from .warm import decode_tiles
 
 TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a Ray job
+# what a sweep that started leaves in its experiment folder
+RUN_MARKERS = ("tuner.pkl", RESULTS_FILE, HISTORY_FILE, SWEEP_FILE)
 
 
 def job_cluster() -> str | None:
@@ -115,12 +117,23 @@ def resolve_data(study: Study) -> Study:
     return replace(study, base=base.replace(data=data, val_data=val))
 
 
+def is_population_based(scheduler) -> bool:
+    """Whether ``scheduler`` is Ray Tune's Population Based Training (or a subclass)."""
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    return isinstance(scheduler, PopulationBasedTraining)
+
+
 def check_new(experiment_path: str) -> None:
-    """ConfigError when the local folder ``experiment_path`` already holds an experiment (any
-    entry besides the driver lock): a new sweep would overwrite its results files."""
-    if "://" in experiment_path or not Path(experiment_path).is_dir():
+    """ConfigError when the local folder ``experiment_path`` already holds a sweep (Ray's
+    experiment state, results files or the sweep.json a started sweep writes first): a new
+    sweep would overwrite its results files. What a driver prepares in it before ``run`` (the
+    lock, an Optuna study file) does not count."""
+    folder = Path(experiment_path)
+    if "://" in experiment_path or not folder.is_dir():
         return
-    if any(entry.name != LOCK_FILE for entry in Path(experiment_path).iterdir()):
+    if any(entry.name in RUN_MARKERS or entry.name.startswith("experiment_state")
+           for entry in folder.iterdir()):
         raise ConfigError(f"experiment {experiment_path} exists: pass --resume to continue "
                           "it, or pick another --name")
 
@@ -186,7 +199,7 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
         else:
             search, samples = study.search, study.samples
             if study.trials is not None:
-                search = BasicVariantGenerator(points_to_evaluate=[dict(t) for t in study.trials])
+                search = BasicVariantGenerator(points_to_evaluate=study.trial_points())
                 samples = len(study.trials)
             scheduler = study.scheduler
             if hasattr(scheduler, "build"):
@@ -201,8 +214,10 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
                     num_samples=samples,
                     trial_name_creator=names, trial_dirname_creator=names,
                     # a worker process runs trial after trial: imports, decoded tiles and
-                    # device context stay warm (every trial asks the same resources)
-                    reuse_actors=True,
+                    # device context stay warm (every trial asks the same resources); not
+                    # under PBT, whose exploits restore through Ray's actor reset (a reused
+                    # worker there skipped epochs of a trial's own lineage)
+                    reuse_actors=not is_population_based(scheduler),
                 ),
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage, verbose=launch.verbose,

@@ -123,7 +123,19 @@ class Study:
             return space
         from ray import tune
 
-        return {**space, **{key: tune.choice(v) for key, v in self.trial_values().items()}}
+        values: dict[str, list] = {}
+        for trial in self.trial_points():
+            for key, value in trial.items():
+                if value not in values.setdefault(key, []):
+                    values[key].append(value)
+        return {**space, **{key: tune.choice(v) for key, v in values.items()}}
+
+    def trial_points(self) -> list[dict[str, Any]]:
+        """A grid's trials, each with every varied field set (the base's value where a trial
+        leaves it out): Ray samples a field a point leaves out from the param space."""
+        varied = list(self.trial_values())
+        base = self.base.to_dict()
+        return [{**{k: base[k] for k in varied}, **dict(trial)} for trial in self.trials or ()]
 
     def trial_values(self) -> dict[str, list]:
         """A grid's fields and the distinct values its trials give them, in order."""
