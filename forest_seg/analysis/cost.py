@@ -39,6 +39,7 @@ import pandas as pd
 from scipy import stats
 
 from forest_seg.analysis.load import config_label, format_value, norm_value, varying_columns
+from forest_seg.analysis.pairs import by_seed, paired_differences
 from forest_seg.analysis.stats import (
     ALPHA,
     DENSE_POINTS,
@@ -162,16 +163,6 @@ def _labelling_group(trials: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     return config_label(values, others) if others else "", group
 
 
-def _by_seed(group: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """A (seed x points) table of the headline ``metric`` values; a labelling without
-    headline trials keeps an all-NaN column."""
-    done = group[headline_mask(group)]
-    values = pd.to_numeric(done[metric], errors="coerce")
-    frame = done.assign(_p=done["points"].map(norm_value), _m=values)
-    table = frame.groupby(["seed", "_p"])["_m"].first().unstack("_p")
-    return table.reindex(columns=sorted(group["points"].map(norm_value).unique()))
-
-
 def _baseline_means(trials: pd.DataFrame) -> dict[str, float]:
     """Mean of each baseline over the headline trials (NaN when not recorded)."""
     done = trials[headline_mask(trials)] if len(trials) else trials
@@ -259,7 +250,7 @@ def labelling_verdict(trials: pd.DataFrame, model: CostModel | None = None, *,
         return LabellingVerdict(pd.DataFrame(), None, False,
                                 f"no labellings to compare (needs points, seed and {metric})")
     label, group = _labelling_group(unique_trials(trials))
-    table = _by_seed(group, metric)
+    table = by_seed(group, "points", metric)
     if table.empty or table.notna().sum().max() == 0:
         return LabellingVerdict(pd.DataFrame(), None, False, "no completed trials to compare")
     rows = _compare(_cost_rows(group, table, model), table, delta)
@@ -317,8 +308,6 @@ def key_comparisons(trials: pd.DataFrame, model: CostModel | None = None, *,
     paired two-sided t-test, Holm, resolved when ``p_holm < 0.05``), and each labelling cheaper
     than the cheapest adequate one against it (``within delta``: resolved when shown worse by
     more than ``delta``, :func:`labelling_verdict`)."""
-    from forest_seg.analysis.pairs import paired_differences
-
     out = []
     diffs = paired_differences(trials, metric, factor="points")
     for row in diffs[diffs["a"].map(norm_value) == DENSE_POINTS].itertuples():

@@ -66,9 +66,10 @@ def verdict(n_pairs: int, mean_diff: float, p_holm: float, factor: str, a: objec
     return f"{factor}={format_value(a if mean_diff > 0 else b)} better"
 
 
-def _by_seed(group: pd.DataFrame, factor: str, metric: str) -> pd.DataFrame:
-    """A (seed x factor value) table of ``metric``; NaN where a trial is not a headline one."""
-    values = group[metric].where(headline_mask(group))
+def by_seed(group: pd.DataFrame, factor: str, metric: str) -> pd.DataFrame:
+    """A (seed x factor value) table of ``metric``; NaN where a trial is not a headline one
+    (so a value without headline trials keeps an all-NaN column)."""
+    values = pd.to_numeric(group[metric], errors="coerce").where(headline_mask(group))
     frame = group.assign(_v=group[factor].map(norm_value), _m=values)
     return frame.groupby(["seed", "_v"], sort=False)["_m"].first().unstack("_v")
 
@@ -103,7 +104,7 @@ def paired_differences(trials: pd.DataFrame, metric: str = HEADLINE_METRIC,
     group_cols = [c for c in varying_columns(trials) if c != factor]
     rows = []
     for values, group in sorted_groups(trials, group_cols):
-        table = _by_seed(group, factor, metric)
+        table = by_seed(group, factor, metric)
         for a, b in factor_pairs(list(table.columns), factor, pairs):
             rows.append({"group": config_label(values, group_cols) if group_cols else "",
                          **values, **_comparison(table, a, b)})

@@ -123,12 +123,8 @@ class Study:
             return space
         from ray import tune
 
-        values: dict[str, list] = {}
-        for trial in self.trial_points():
-            for key, value in trial.items():
-                if value not in values.setdefault(key, []):
-                    values[key].append(value)
-        return {**space, **{key: tune.choice(v) for key, v in values.items()}}
+        choices = distinct_values(self.trial_points())
+        return {**space, **{key: tune.choice(v) for key, v in choices.items()}}
 
     def trial_points(self) -> list[dict[str, Any]]:
         """A grid's trials, each with every varied field set (the base's value where a trial
@@ -139,12 +135,7 @@ class Study:
 
     def trial_values(self) -> dict[str, list]:
         """A grid's fields and the distinct values its trials give them, in order."""
-        values: dict[str, list] = {}
-        for trial in self.trials or ():
-            for key, value in trial.items():
-                if value not in values.setdefault(key, []):
-                    values[key].append(value)
-        return values
+        return distinct_values(self.trials or ())
 
     def varying_keys(self) -> list[str]:
         """The fields that tell trials apart (trial names, progress lines): a grid's fields
@@ -228,6 +219,16 @@ class Launch:
                 raise ConfigError(f"--resume: no {driver} experiment to resume under {storage}")
             return storage, found[-1].parent.name
         return storage, default_name(driver)
+
+
+def distinct_values(trials: Sequence[Mapping[str, Any]]) -> dict[str, list]:
+    """Each field the ``trials`` set and the distinct values they give it, in order."""
+    values: dict[str, list] = {}
+    for trial in trials:
+        for key, value in trial.items():
+            if value not in values.setdefault(key, []):
+                values[key].append(value)
+    return values
 
 
 def default_name(driver: str) -> str:
