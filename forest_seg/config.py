@@ -63,6 +63,13 @@ class TrainConfig:
     # cap on the training side: its first n tiles in a seeded order, nested across caps for one
     # seed (what a labelling budget buys; forest_seg.analysis.cost); None = all
     max_train_tiles: int | None = None
+    # the labelling budget (hours) that bought those tiles in a fixed-budget study: recorded so
+    # the analysis compares the labellings of one budget; training does not read it
+    budget_hours: float | None = None
+    # training tiles an epoch visits: whole reshuffled passes over the training side one
+    # after another, cut at this count (equal steps per epoch for training sets of any size,
+    # as a fixed-budget study needs); None = one pass
+    epoch_tiles: int | None = None
     # labelled points per training image; 0 = dense masks (upper bound)
     points: int = _field(50, swept=True)
     # balanced, uniform, forest (the report's), spread, boundary, ...
@@ -155,6 +162,14 @@ class TrainConfig:
         _check(
             self.max_train_tiles is None or self.max_train_tiles >= 1,
             "max_train_tiles", self.max_train_tiles, "an integer >= 1 or none",
+        )
+        _check(
+            self.budget_hours is None or self.budget_hours > 0,
+            "budget_hours", self.budget_hours, "a number of hours > 0 or none",
+        )
+        _check(
+            self.epoch_tiles is None or self.epoch_tiles >= 2,
+            "epoch_tiles", self.epoch_tiles, "an integer >= 2 or none",
         )
         _check(
             self.val_data is None or bool(self.val_data.strip()),

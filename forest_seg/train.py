@@ -75,10 +75,17 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
 
 
 def epoch_order(cfg: TrainConfig, epoch: int, n: int) -> torch.Tensor:
-    """The shuffle of epoch ``epoch``: a function of (seed, epoch) only, so a resumed run
-    visits batches in the same order as an uninterrupted one."""
+    """The positions (into the ``n`` training tiles) epoch ``epoch`` visits, a function of
+    (seed, epoch) only, so a resumed run visits batches in the same order as an uninterrupted
+    one: one shuffle of the ``n`` tiles, or with ``cfg.epoch_tiles`` as many shuffles as it
+    takes, one after another, cut at ``epoch_tiles`` positions (the first shuffle is the
+    same either way)."""
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    return torch.randperm(n, generator=generator)
+    if cfg.epoch_tiles is None:
+        return torch.randperm(n, generator=generator)
+    passes = -(-cfg.epoch_tiles // n)
+    return torch.cat([torch.randperm(n, generator=generator)
+                      for _ in range(passes)])[:cfg.epoch_tiles]
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):

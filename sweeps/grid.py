@@ -17,10 +17,12 @@ the first value and add each other value at --base-points/--base-lr (every confi
 ``--budget-hours H [H ...]`` runs a fixed-budget study instead: each labelling (the point
 counts and dense) at --base-lr on only as many training tiles as H hours of labelling buy under
 the cost model (--seconds-per-point, --seconds-per-mask): a seeded subset, nested across
-labellings and budgets for one seed; validation untouched. ``--until-resolved`` runs the
-labellings at --base-lr (FIFO) and adds seeds, in rounds while the sweep runs, to those whose
-key comparisons (each point count vs dense, and vs the cheapest labelling within --delta of the
-best) are not resolved yet, up to --max-seeds (forest_seg.sweep.until_resolved).
+labellings and budgets for one seed; validation untouched; every trial's epoch visits as many
+training tiles (--epoch-tiles; default the most any budget buys), so each trains as many
+steps. ``--until-resolved`` runs the labellings at --base-lr (FIFO) and adds seeds, in rounds
+while the sweep runs, to those whose key comparisons (each point count vs dense, and vs the
+cheapest labelling within --delta of the best) are not resolved yet, up to --max-seeds
+(forest_seg.sweep.until_resolved).
 Results land in <storage-path>/<name>/results.csv and history.csv; the table sorted by val
 mIoU is printed at the end.
 """
@@ -117,8 +119,17 @@ def budget_configs(points: list[int], budgets: list[float], strategy: str, seeds
                         f"({model.seconds_per_tile(trial['points']):g} s each), fewer than "
                         f"--batch-size {batch_size}: raise the budget or leave that "
                         "labelling out")
-                trials.append({**trial, "max_train_tiles": tiles})
+                trials.append({**trial, "max_train_tiles": tiles, "budget_hours": hours})
     return trials
+
+
+def equal_steps(base: TrainConfig, trials: list[dict[str, Any]]) -> TrainConfig:
+    """``base`` with ``epoch_tiles`` set, unless given, to the most tiles a budget trial
+    buys: every labelling then trains as many steps per epoch, its smaller training set
+    visited in repeated passes, and a difference in mIoU is the labels', not less training."""
+    if base.epoch_tiles is not None:
+        return base
+    return base.replace(epoch_tiles=max(t["max_train_tiles"] for t in trials))
 
 
 def budget_lines(trials: list[dict[str, Any]], budgets: list[float]) -> str:
@@ -194,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             trials = budget_configs(pick["points"], args.budget_hours, args.strategies[0],
                                     pick["seeds"], model, base.batch_size,
                                     dense=not args.no_dense, base_lr=pick["base_lr"])
+            base = equal_steps(base, trials)
             print(budget_lines(trials, args.budget_hours), flush=True)
+            print(f"budget: every trial's epoch visits {base.epoch_tiles} training tiles "
+                  "(--epoch-tiles), so each labelling trains as many steps", flush=True)
         elif args.until_resolved:
             trials = labelling_configs(pick["points"], args.strategies[0], pick["seeds"],
                                        dense=not args.no_dense, base_lr=pick["base_lr"])

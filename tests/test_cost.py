@@ -15,6 +15,7 @@ from forest_seg.analysis.cost import (
     OPEN,
     WITHIN,
     CostModel,
+    labelling_groups,
     labelling_verdict,
     seeds_needed,
     with_label_costs,
@@ -120,3 +121,26 @@ def test_a_budget_buys_whole_tiles():
     assert model.tiles_for(0.5, 10) == 90  # 1800 s / 20 s
     with pytest.raises(ConfigError, match="--budget-hours"):
         model.tiles_for(0, 10)
+
+
+def test_a_budget_study_gets_a_verdict_per_budget():
+    # max_train_tiles follows from points and budget_hours, so it groups nothing: the trials
+    # group by budget, and at each budget dense and 10 points are compared on paired seeds
+    at_2h = trials_of({0: [0.60, 0.62, 0.61], 10: [0.50, 0.51, 0.49]})
+    at_8h = trials_of({0: [0.70, 0.71, 0.72], 10: [0.70, 0.705, 0.715]})
+    for frame, hours in ((at_2h, 2.0), (at_8h, 8.0)):
+        frame["budget_hours"] = hours
+        frame["max_train_tiles"] = frame["points"].map({0: 30, 10: 360}) * int(hours / 2)
+        frame["trial_id"] = frame["trial_id"] + f"_{hours:g}h"
+    groups = labelling_groups(pd.concat([at_2h, at_8h], ignore_index=True))
+    assert [label for label, _ in groups] == ["budget_hours=2", "budget_hours=8"]
+    verdicts = [labelling_verdict(group) for _, group in groups]
+    # 2 h: dense leads by 0.11, so 10 points is shown worse by more than delta; 8 h: 10 points
+    # is 0.0033 below (paired differences 0, 0.005, 0.005, sd 0.0029: t = (0.0033 - 0.02) /
+    # (0.0029 / sqrt 3) = -10.0, one-sided p 0.005, Holm x2 0.010 < 0.05): within delta
+    assert [v.cheapest for v in verdicts] == [0.0, 10.0]
+    assert verdicts[0].resolved and verdicts[1].resolved
+    assert verdicts[0].table.set_index("points").loc[10, "status"] == BEYOND
+    assert verdicts[1].table.set_index("points").loc[10, "status"] == WITHIN
+    assert verdicts[1].table.set_index("points").loc[10, "p_within_holm"] == pytest.approx(
+        2 * stats.t.cdf(-10.0, df=2), rel=1e-6)

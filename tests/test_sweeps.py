@@ -266,3 +266,9 @@ def test_budget_study_buys_each_labelling_its_tiles(sweep_driver):
         "budget 1 h: 10 points 180 tiles, 50 points 36 tiles, dense 15 tiles")
     with pytest.raises(grid.ConfigError, match="buys 7 tile.* of dense .*--batch-size 8"):
         grid.budget_configs([10], [0.5], "balanced", 1, model, batch_size=8)
+    assert {(t["max_train_tiles"], t["budget_hours"]) for t in trials if t["points"] == 0} == {
+        (15, 1.0), (30, 2.0)}
+    # equal steps: every epoch visits the most tiles any trial bought, unless given
+    base = grid.TrainConfig(batch_size=8)
+    assert grid.equal_steps(base, trials).epoch_tiles == 360
+    assert grid.equal_steps(base.replace(epoch_tiles=64), trials).epoch_tiles == 64

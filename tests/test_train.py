@@ -562,3 +562,16 @@ def test_cuda_steps_and_validation_batches_do_not_synchronise(tiny_cfg, monkeypa
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert math.isfinite(trained["train_loss"]) and scores["diverged"] is False
+
+
+def test_epoch_tiles_repeats_whole_shuffles_of_a_small_training_set():
+    # 3 tiles, 7 per epoch: two full shuffles of {0, 1, 2} and the first tile of a third
+    cfg = TrainConfig(seed=5, epoch_tiles=7)
+    order = train_module.epoch_order(cfg, 2, 3).tolist()
+    assert len(order) == 7
+    assert sorted(order[:3]) == sorted(order[3:6]) == [0, 1, 2]
+    assert order[:3] == train_module.epoch_order(cfg.replace(epoch_tiles=None), 2, 3).tolist()
+    assert order == train_module.epoch_order(cfg, 2, 3).tolist()  # (seed, epoch) decide it
+    # fewer than the set: a cut shuffle, no tile twice
+    assert sorted(train_module.epoch_order(cfg.replace(epoch_tiles=4), 1, 10).tolist()) == \
+        sorted(set(train_module.epoch_order(cfg.replace(epoch_tiles=4), 1, 10).tolist()))

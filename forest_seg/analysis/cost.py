@@ -154,13 +154,32 @@ class LabellingVerdict:
     text: str
 
 
+def _groups(trials: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The trials grouped by the other varying config columns, each group with its label."""
+    others = [c for c in varying_columns(trials) if c not in ("points", "seed")]
+    return [(config_label(values, others) if others else "", group)
+            for values, group in sorted_groups(trials, others)]
+
+
+def _labellings(group: pd.DataFrame) -> int:
+    return group["points"].map(norm_value).nunique()
+
+
 def _labelling_group(trials: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """The group of the other varying config columns with the most labellings (ties: the one
     listed first), and its label."""
-    others = [c for c in varying_columns(trials) if c not in ("points", "seed")]
-    groups = list(sorted_groups(trials, others))
-    values, group = max(groups, key=lambda g: g[1]["points"].map(norm_value).nunique())
-    return config_label(values, others) if others else "", group
+    return max(_groups(trials), key=lambda g: _labellings(g[1]))
+
+
+def labelling_groups(trials: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Every group of trials that share the other varying config values and hold two or more
+    labellings, with its label (``"budget_hours=2"``: a fixed-budget study has one per
+    budget), in sorted order; each can be given to :func:`labelling_verdict` and
+    :func:`key_comparisons` on its own."""
+    if "points" not in trials.columns:
+        return []
+    return [(label, group) for label, group in _groups(unique_trials(trials))
+            if _labellings(group) >= 2]
 
 
 def _baseline_means(trials: pd.DataFrame) -> dict[str, float]:

@@ -19,30 +19,36 @@ def _x(table: pd.DataFrame) -> tuple[pd.Series, str]:
     return table["label_seconds_per_tile"], "Labelling seconds per tile (log scale)"
 
 
-def plot_miou_vs_label_cost(table: pd.DataFrame, path: Path, metric: str) -> Plot:
-    """Draw :func:`~forest_seg.analysis.cost.labelling_verdict`'s ``table``: a point with its
-    interval per labelling, the colour table built from the same labels as hollow squares at
-    the same cost, and the all-forest prediction as a horizontal line; PNG and SVG."""
+def plot_miou_vs_label_cost(tables: list[tuple[str, pd.DataFrame]], path: Path,
+                            metric: str) -> Plot:
+    """Draw the ``table`` of :func:`~forest_seg.analysis.cost.labelling_verdict` for each
+    labelled group in ``tables`` (one per budget in a fixed-budget study; a one-group label
+    may be ""): a point with its interval per labelling, the colour table built from the same
+    labels as hollow squares at the same cost, and the all-forest prediction as a horizontal
+    line; PNG and SVG."""
     name = path.stem
-    shown = table[table["n_seeds"] > 0]
-    if len(shown) < 2:
+    shown = [(label, table[table["n_seeds"] > 0]) for label, table in tables]
+    if sum(len(table) for _, table in shown) < 2:
         return Plot(name, None, "fewer than two labellings with completed trials")
-    x, xlabel = _x(shown)
-    mean = shown["mean"].to_numpy(float)
-    yerr = np.vstack([np.nan_to_num(mean - shown["ci_lo"].to_numpy(float)),
-                      np.nan_to_num(shown["ci_hi"].to_numpy(float) - mean)])
     fig = new_figure(8, 4.5)
     ax = fig.add_subplot()
-    ax.errorbar(x, mean, yerr=yerr, marker="o", ls="", capsize=3, color="C0",
-                label="network (mean, 95% interval over seeds)")
-    for xi, yi, text in zip(x, mean, shown["labelling"], strict=True):
-        ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(6, 6), fontsize=8)
-    if shown["colour_table_mean"].notna().any():
-        ax.plot(x, shown["colour_table_mean"], marker="s", ls="", mfc="none", color="C1",
-                label="colour lookup table, same labels")
-    forest = shown["all_forest_mean"].dropna()
-    if len(forest):
-        ax.axhline(float(forest.mean()), ls="-.", color="grey", label="predict all forest")
+    xlabel, forest = "", []
+    for i, (label, table) in enumerate(t for t in shown if len(t[1])):
+        x, xlabel = _x(table)
+        mean = table["mean"].to_numpy(float)
+        yerr = np.vstack([np.nan_to_num(mean - table["ci_lo"].to_numpy(float)),
+                          np.nan_to_num(table["ci_hi"].to_numpy(float) - mean)])
+        suffix = f", {label}" if label else ""
+        ax.errorbar(x, mean, yerr=yerr, marker="o", ls="", capsize=3, color=f"C{2 * i}",
+                    label=f"network (mean, 95% interval over seeds){suffix}")
+        for xi, yi, text in zip(x, mean, table["labelling"], strict=True):
+            ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        if table["colour_table_mean"].notna().any():
+            ax.plot(x, table["colour_table_mean"], marker="s", ls="", mfc="none",
+                    color=f"C{2 * i + 1}", label=f"colour lookup table, same labels{suffix}")
+        forest += table["all_forest_mean"].dropna().tolist()
+    if forest:
+        ax.axhline(float(np.mean(forest)), ls="-.", color="grey", label="predict all forest")
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(axis_label(metric))

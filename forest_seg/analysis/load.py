@@ -103,10 +103,25 @@ def norm_value(value: object) -> object:
     return value
 
 
+# Config columns that others determine: a fixed-budget study's max_train_tiles follows from the
+# trial's points and budget_hours (grid.py --budget-hours), so it does not group trials itself
+DERIVED_COLUMNS = {"max_train_tiles": "budget_hours"}
+
+
 def varying_columns(trials: pd.DataFrame, columns: Iterable[str] | None = None) -> list[str]:
-    """The config columns (seed excluded) that take more than one value in ``trials``."""
-    cols = config_columns(trials) if columns is None else list(columns)
+    """The config columns (seed excluded) that take more than one value in ``trials``; without
+    ``columns``, not those another column determines (:data:`DERIVED_COLUMNS`, where that
+    column is recorded)."""
+    if columns is None:
+        cols = [c for c in config_columns(trials) if not _derived(trials, c)]
+    else:
+        cols = list(columns)
     return [c for c in cols if len({norm_value(v) for v in trials[c]}) > 1]
+
+
+def _derived(trials: pd.DataFrame, column: str) -> bool:
+    source = DERIVED_COLUMNS.get(column)
+    return source in trials.columns and trials[source].notna().any()
 
 
 def format_value(value: object) -> str:

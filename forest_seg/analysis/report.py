@@ -12,6 +12,7 @@ from forest_seg.analysis.cost import (
     CostModel,
     LabellingVerdict,
     key_comparisons,
+    labelling_groups,
     labelling_verdict,
 )
 from forest_seg.analysis.cost_plot import plot_miou_vs_label_cost
@@ -260,24 +261,33 @@ def _header(trials: pd.DataFrame, metric: str, title: str) -> list[str]:
 
 def _labelling_section(trials: pd.DataFrame, out: Path, metric: str, cost: CostModel,
                        delta: float) -> tuple[LabellingVerdict | None, list, list[Plot]]:
-    """The labelling-cost section and plot, when the trials hold two or more labellings."""
+    """The labelling-cost section and plot, when the trials hold two or more labellings: a
+    verdict, its key comparisons and the ranking for each group of trials that share the
+    other varying config values (one per budget in a fixed-budget study)."""
     if "points" not in trials.columns or trials["points"].map(norm_value).nunique() < 2:
         return None, [], []
     verdict = labelling_verdict(trials, cost, delta=delta, metric=metric)
     if verdict.table.empty:
         return verdict, [], []
-    plot = plot_miou_vs_label_cost(verdict.table, out / "miou_vs_label_cost.png", metric)
+    parts, tables = [], []
+    for label, group in labelling_groups(trials):
+        found = labelling_verdict(group, cost, delta=delta, metric=metric)
+        if found.table.empty:
+            continue
+        tables.append((label, found.table))
+        comparisons = "\n".join(f"- {c.describe()}" for c in key_comparisons(
+            group, cost, delta=delta, metric=metric))
+        parts += [f"**Verdict{', ' + label if label else ''}:** {found.text}.",
+                  f"Key comparisons (what the answer rests on):\n\n{comparisons}",
+                  to_markdown(labelling_costs_for_report(found.table),
+                              formats={"s per tile": "g", "train tiles": "g",
+                                       "labelling hours": ".2f"})]
+    plot = plot_miou_vs_label_cost(tables, out / "miou_vs_label_cost.png", metric)
     model = (f"cost model: {cost.seconds_per_point:g} s per point click, "
              f"{cost.seconds_per_mask:g} s per dense mask of a tile")
-    comparisons = "\n".join(f"- {c.describe()}" for c in key_comparisons(
-        trials, cost, delta=delta, metric=metric))
-    text = "\n\n".join([f"**Verdict:** {verdict.text}.", model,
-                         f"Key comparisons (what the answer rests on):\n\n{comparisons}",
-                         to_markdown(labelling_costs_for_report(verdict.table),
-                                     formats={"s per tile": "g", "train tiles": "g",
-                                              "labelling hours": ".2f"})])
     return verdict, [(f"Labelling cost ({metric_label(metric)} against the hours the "
-                      f"training labels cost; delta = {delta:g})", text)], [plot]
+                      f"training labels cost; delta = {delta:g})",
+                      "\n\n".join([*parts[:1], model, *parts[1:]]))], [plot]
 
 
 def analyze(trials: pd.DataFrame, epochs: pd.DataFrame | None, out_dir: str | Path,

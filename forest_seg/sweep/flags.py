@@ -17,6 +17,8 @@ from .tracking import TRACKERS
 # Fixed flags that take several values: the first is every trial's value, and grid.py adds
 # trials for the others (compared like points and lr); other drivers accept one value only.
 MULTI_VALUED = ("head", "encoder_stages")
+# Fields a driver sets per trial, never a flag: grid.py --budget-hours records each trial's
+BY_DRIVER = ("budget_hours",)
 
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -62,7 +64,7 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
                      help="skip the resource check (autoscaling clusters add nodes on demand)")
     fixed = parser.add_argument_group("fixed trial config (TrainConfig fields)")
     add_config_arguments(fixed, [n for n in TrainConfig.field_names()
-                                 if n not in TrainConfig.swept_fields() + MULTI_VALUED])
+                                 if n not in TrainConfig.swept_fields() + MULTI_VALUED + BY_DRIVER])
     fixed.add_argument("--head", "--heads", dest="head", nargs="+", default=None,
                        help="segmentation head(s): linear (the report's) or unet; default "
                             "linear. grid.py compares several at --base-points/--base-lr")
@@ -111,7 +113,8 @@ def base_config(args: argparse.Namespace, nodes: list[dict[str, float]], driver:
     compare several (``several=False``) refuses more than one.
     """
     preset = preset_name(args, nodes)
-    names = [n for n in TrainConfig.field_names() if n not in TrainConfig.swept_fields()]
+    names = [n for n in TrainConfig.field_names()
+             if n not in TrainConfig.swept_fields() + BY_DRIVER]
     given = config_from_args(args, names, PRESETS[preset])
     for name in MULTI_VALUED:
         values = multi_values(args, name)

@@ -23,7 +23,7 @@ from .study import METRIC
 PROGRESS_EVERY_S = 30.0  # a progress line at least this often while trials run
 # short forms of the swept fields in trial names: p50_lr1e-04_s0
 SHORT = {"points": "p", "lr": "lr", "seed": "s", "encoder_stages": "e",
-         "max_train_tiles": "t", "point_strategy": "", "head": ""}
+         "max_train_tiles": "t", "budget_hours": "h", "point_strategy": "", "head": ""}
 
 
 @contextmanager
