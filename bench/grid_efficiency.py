@@ -18,7 +18,7 @@ import pandas as pd
 from .report import median, ratio
 from .runs import DriverRun, run_grid
 
-STARTUP_PARTS = ("process", "imports", "data", "points", "baselines", "model")
+STARTUP_PARTS = ("process", "imports", "idle", "data", "points", "baselines", "model")
 
 
 def efficiency_flags(seeds: int | None) -> list[str]:

@@ -6,9 +6,12 @@ is 0 for the trials after it, which also find the decoded tiles already mapped
 (:data:`forest_seg.data.TILE_CACHE_EVENTS`). The metrics:
 
 - ``startup_process_s``: from the process's start to its import of ``forest_seg`` (Ray's
-  worker start; it includes any time Ray kept the worker idle before handing it a trial);
+  worker start);
 - ``startup_imports_s``: from that import to the trial's start (torch, the model code, Ray's
-  actor set-up);
+  actor set-up), or, in a worker that :func:`import_trial_code` warmed as Ray started it, to
+  the end of those imports;
+- ``startup_idle_s``: how long such a warmed worker then waited, ready, for its first trial
+  (0 otherwise): time the trial did not wait for;
 - ``startup_<part>_s`` for each part :meth:`StartupClock.part` timed (``data``: mapping the
   decoded tiles; ``points``: the split and the point labels; ``baselines``: the trial's
   no-training reference scores; ``model``: building the model and its optimizer);
@@ -29,6 +32,20 @@ from pathlib import Path
 from .results import STARTUP_PREFIX
 
 _trials_started = 0  # trials this process has started (a reused Tune worker runs several)
+_warmed_at: float | None = None  # when import_trial_code finished in this process
+
+
+def import_trial_code() -> None:
+    """Ray worker set-up hook (:func:`forest_seg.sweep.warm.trial_worker_env`): import what
+    every trial imports (torch, torchvision, the model and the training loop) while the worker
+    starts, before Ray hands it a trial, and note when that finished. An import that fails is
+    left to the trial, whose own import raises it with its traceback."""
+    global _warmed_at
+    try:
+        import forest_seg.train  # noqa: F401
+    except Exception:  # noqa: BLE001 - raised again, in the trial
+        return
+    _warmed_at = time.time()
 
 
 def process_started_at() -> float:
@@ -53,9 +70,12 @@ class StartupClock:
         _trials_started += 1
         self.worker_trial = _trials_started
         first = self.worker_trial == 1
+        now = time.time()
+        ready = now if _warmed_at is None else _warmed_at
         self.seconds = {
             "process": IMPORTED_AT - process_started_at() if first else 0.0,
-            "imports": time.time() - IMPORTED_AT if first else 0.0,
+            "imports": ready - IMPORTED_AT if first else 0.0,
+            "idle": now - ready if first else 0.0,
         }
 
     @contextmanager

@@ -22,14 +22,17 @@ def history() -> pd.DataFrame:
     worker 12. Only a's last epoch and b's last epoch wrote a checkpoint."""
     rows = [
         # trial, epoch, epoch s, checkpoint s, then a first report's start-up
-        ("a", 1, 12.0, 0.0, {"pid": 11, "n": 1, "process": 3.0, "imports": 4.0, "data": 1.0,
-                             "points": 0.5, "baselines": 0.2, "model": 0.2, "decoded": 0}),
+        ("a", 1, 12.0, 0.0, {"pid": 11, "n": 1, "process": 3.0, "imports": 4.0, "idle": 2.0,
+                             "data": 1.0, "points": 0.5, "baselines": 0.2,
+                             "model": 0.2, "decoded": 0}),
         ("a", 2, 10.0, 0.0, None), ("a", 3, 10.0, 0.4, None),
-        ("b", 1, 11.0, 0.0, {"pid": 11, "n": 2, "process": 0.0, "imports": 0.0, "data": 0.0,
-                             "points": 0.3, "baselines": 0.1, "model": 0.1, "decoded": 0}),
+        ("b", 1, 11.0, 0.0, {"pid": 11, "n": 2, "process": 0.0, "imports": 0.0, "idle": 0.0,
+                             "data": 0.0, "points": 0.3, "baselines": 0.1,
+                             "model": 0.1, "decoded": 0}),
         ("b", 2, 10.0, 0.0, None), ("b", 3, 9.0, 0.6, None),
-        ("c", 1, 14.0, 0.0, {"pid": 12, "n": 1, "process": 5.0, "imports": 6.0, "data": 3.0,
-                             "points": 0.7, "baselines": 0.6, "model": 0.4, "decoded": 1}),
+        ("c", 1, 14.0, 0.0, {"pid": 12, "n": 1, "process": 5.0, "imports": 6.0, "idle": 0.0,
+                             "data": 3.0, "points": 0.7, "baselines": 0.6,
+                             "model": 0.4, "decoded": 1}),
         ("c", 2, 10.0, 0.0, None),
     ]
     records = []
@@ -50,6 +53,7 @@ def test_efficiency_summary_of_a_hand_made_history():
     assert (r["trials"], r["trial_epochs"], r["workers"]) == (3, 8, 2)
     assert (r["fresh_trials"], r["reused_trials"]) == (2, 1)
     assert r["fresh_process"] == 4.0 and r["fresh_imports"] == 5.0  # medians of a and c
+    assert r["fresh_idle"] == 1.0 and r["reused_idle"] == 0.0
     assert r["fresh_data"] == 2.0 and r["reused_data"] == 0.0 and r["reused_points"] == 0.3
     assert r["fresh_baselines"] == pytest.approx(0.4) and r["reused_model"] == 0.1
     assert r["tiles_decoded"] == 1.0

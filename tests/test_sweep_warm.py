@@ -1,5 +1,6 @@
-"""Trial start-up paid once: the driver decodes the tiles before any trial starts, and one Tune
-worker process runs trial after trial with its imports and memory-mapped tiles kept warm."""
+"""Trial start-up paid once: the driver decodes the tiles before any trial starts, the worker
+Ray starts ahead imports the trial code before a trial is handed to it, and one Tune worker
+process runs trial after trial with its imports and memory-mapped tiles kept warm."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from forest_seg import data as data_module
 from forest_seg.cache import cache_dir
 from forest_seg.config import TrainConfig
 from forest_seg.sweep import Launch, Study, preset_config, run
-from forest_seg.sweep.warm import decode_tiles
+from forest_seg.sweep.warm import decode_tiles, trial_worker_env
 from forest_seg.synthetic import make_synthetic_dataset
 
 
@@ -42,9 +43,11 @@ def test_one_worker_runs_both_trials_on_the_tiles_the_driver_decoded(tmp_path, m
                   trials=[{"points": 10}, {"points": 50}], scheduler=None, driver="grid")
     import ray
 
-    # one CPU: room for one trial worker at a time, so a second process would show
+    # one CPU: room for one trial worker at a time, so a second process would show; the
+    # runtime environment connect() starts a local Ray with (the worker Ray starts ahead
+    # imports the trial code)
     ray.init(num_cpus=1, _node_ip_address="127.0.0.1", include_dashboard=False,
-             log_to_driver=False)
+             log_to_driver=False, runtime_env=trial_worker_env())
     try:
         run(study, Launch(storage_path=str(tmp_path / "runs"), name="warm", cpus_per_trial=1,
                           verbose=0))
@@ -58,3 +61,6 @@ def test_one_worker_runs_both_trials_on_the_tiles_the_driver_decoded(tmp_path, m
     assert first["startup_tiles_mapped"].tolist() == [1, 1]  # mapped once, by the first trial
     second = first.iloc[1]
     assert second["startup_process_s"] == 0.0 and second["startup_imports_s"] == 0.0
+    # the first trial found its worker's imports done (idle is exactly 0 in a worker that
+    # imported on the trial's time); the second paid nothing
+    assert first.iloc[0]["startup_idle_s"] > 0.0 and second["startup_idle_s"] == 0.0

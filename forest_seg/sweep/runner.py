@@ -22,7 +22,7 @@ from .stopping import SweepStopped, stop_on_signals, stop_requested
 from .study import METRIC, MODE, Launch, Study
 from .tables import EXPERIMENT
 from .trust import check_owner
-from .warm import decode_tiles
+from .warm import decode_tiles, trial_worker_env
 
 TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a Ray job
@@ -46,7 +46,8 @@ def connect(address: str | None = None) -> Iterator[list[dict[str, float]]]:
     sweeps/grid.py``), the job's cluster (the ``RAY_ADDRESS`` Ray sets for it); else starts a
     new local Ray whose addresses stay on 127.0.0.1 (never one that a stray ``RAY_ADDRESS`` or
     a ``ray start`` on this machine points at). Only when this process is not connected yet;
-    a joined cluster gets no start-up options (a running cluster rejects them). What it
+    a joined cluster gets no start-up options (a running cluster rejects them). A local Ray
+    starts its workers warm, importing the trial code (:func:`.warm.trial_worker_env`). What it
     started, it shuts down on leaving the block (an existing connection is used as it is and
     kept).
     """
@@ -60,7 +61,8 @@ def connect(address: str | None = None) -> Iterator[list[dict[str, float]]]:
         # so on every start: a notice, not news, so its logger is quieted to errors
         logging.getLogger(TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
-                 object_store_memory=256 * 1024**2, log_to_driver=False)
+                 object_store_memory=256 * 1024**2, log_to_driver=False,
+                 runtime_env=trial_worker_env())
     elif started:
         print(f"joining the Ray cluster at {address}", flush=True)
         ray.init(address=address, log_to_driver=False)

@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from .study import Study
+
+WORKER_HOOK = "forest_seg.startup.import_trial_code"
+
+
+def trial_worker_env() -> dict[str, Any]:
+    """The runtime environment a local Ray is started with, so that the worker processes it
+    starts ahead (one per CPU, while the driver still prepares) run the first trials: the
+    environment variables Ray Tune gives every trial actor (Ray hands an actor only a worker
+    started with the same environment) and a set-up hook that imports the trial code in each
+    worker as it starts (:func:`forest_seg.startup.import_trial_code`). ``{}`` where Ray
+    Tune's names for them moved: the trials then start their own workers, as without it."""
+    try:
+        from ray.tune.execution.class_cache import DEFAULT_ENV_VARS, ENV_VARS_TO_PROPAGATE
+    except ImportError:
+        return {}
+    env = {**DEFAULT_ENV_VARS,
+           **{name: os.environ[name] for name in ENV_VARS_TO_PROPAGATE if name in os.environ}}
+    return {"env_vars": env, "worker_process_setup_hook": WORKER_HOOK}
 
 
 def decode_tiles(study: Study) -> None:
