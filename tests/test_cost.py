@@ -20,6 +20,7 @@ from forest_seg.analysis.cost import (
     seeds_needed,
     with_label_costs,
 )
+from forest_seg.analysis.cost_plot import plot_miou_vs_label_cost
 from forest_seg.errors import ConfigError
 
 
@@ -123,7 +124,7 @@ def test_a_budget_buys_whole_tiles():
         model.tiles_for(0, 10)
 
 
-def test_a_budget_study_gets_a_verdict_per_budget():
+def test_a_budget_study_gets_a_verdict_per_budget(tmp_path):
     # max_train_tiles follows from points and budget_hours, so it groups nothing: the trials
     # group by budget, and at each budget dense and 10 points are compared on paired seeds
     at_2h = trials_of({0: [0.60, 0.62, 0.61], 10: [0.50, 0.51, 0.49]})
@@ -144,3 +145,11 @@ def test_a_budget_study_gets_a_verdict_per_budget():
     assert verdicts[1].table.set_index("points").loc[10, "status"] == WITHIN
     assert verdicts[1].table.set_index("points").loc[10, "p_within_holm"] == pytest.approx(
         2 * stats.t.cdf(-10.0, df=2), rel=1e-6)
+    # the plot puts each budget's labellings side by side, one x position per labelling
+    plot = plot_miou_vs_label_cost([(label, v.table) for (label, _), v in
+                                    zip(groups, verdicts, strict=True)],
+                                   tmp_path / "cost.png", "val_miou", per_budget=True)
+    assert plot.path is not None and plot.path.stat().st_size > 0
+    skipped = plot_miou_vs_label_cost([("", verdicts[0].table.iloc[:1])],
+                                      tmp_path / "one.png", "val_miou")
+    assert skipped.path is None and "fewer than two labellings" in skipped.note
