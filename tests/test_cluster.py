@@ -40,7 +40,9 @@ def test_sweep_survives_losing_a_worker_node(tmp_path, sweep_driver):
     killer.start()
     try:
         status = sweep_driver("grid").main([
-            "--address", cluster.address, "--smoke-test", "--epochs", "6", "--image-size", "48",
+            # 12 short epochs: the worker's trial is still running when its node goes (with 6,
+            # on a fast machine, it could finish before the removal landed)
+            "--address", cluster.address, "--smoke-test", "--epochs", "12", "--image-size", "48",
             "--encoder-stages", "2", "--max-tiles", "64", "--points", "10", "50", "--no-dense",
             "--seeds", "1", "--scheduler", "fifo", "--cpus-per-trial", "1",
             "--max-failures", "2", "--checkpoint-minutes", "0",  # resume from any epoch
@@ -54,7 +56,7 @@ def test_sweep_survives_losing_a_worker_node(tmp_path, sweep_driver):
     assert removed.is_set(), "two trials never ran at once, so the worker node was never used"
     results = pd.read_csv(exp / "results.csv")
     assert len(results) == 2 and results["trial_id"].is_unique
-    assert set(results["status"]) == {"COMPLETED"} and (results["epochs"] == 6).all()
+    assert set(results["status"]) == {"COMPLETED"} and (results["epochs"] == 12).all()
     restored = []
     for result_file in exp.glob("*/result.json"):
         rows = [json.loads(line) for line in result_file.read_text().splitlines() if line]
