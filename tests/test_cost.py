@@ -153,3 +153,15 @@ def test_a_budget_study_gets_a_verdict_per_budget(tmp_path):
     skipped = plot_miou_vs_label_cost([("", verdicts[0].table.iloc[:1])],
                                       tmp_path / "one.png", "val_miou")
     assert skipped.path is None and "fewer than two labellings" in skipped.note
+
+
+def test_no_labelling_section_when_labellings_never_share_a_group(tmp_path):
+    # 10 points only at lr 1e-3, dense only at lr 1e-4: no group holds two labellings, so
+    # the report has nothing to price against each other (and says nothing, not a stub)
+    from forest_seg.analysis.report import _labelling_section
+
+    trials = trials_of({10: [0.5, 0.52], 0: [0.6, 0.61]})
+    trials["lr"] = trials["points"].map({10: 1e-3, 0: 1e-4})
+    assert labelling_groups(trials) == []
+    _, sections, plots = _labelling_section(trials, tmp_path, "val_miou", CostModel(), 0.02)
+    assert sections == [] and plots == []

@@ -282,6 +282,8 @@ def _labelling_section(trials: pd.DataFrame, out: Path, metric: str, cost: CostM
                   to_markdown(labelling_costs_for_report(found.table),
                               formats={"s per tile": "g", "train tiles": "g",
                                        "labelling hours": ".2f"})]
+    if not tables:  # labellings only across groups (every lr its own, say): none to compare
+        return verdict, [], []
     per_budget = "budget_hours" in trials.columns and trials["budget_hours"].notna().any()
     plot = plot_miou_vs_label_cost(tables, out / "miou_vs_label_cost.png", metric, per_budget)
     model = (f"cost model: {cost.seconds_per_point:g} s per point click, "
