@@ -17,7 +17,8 @@ from .tracking import TRACKERS
 # Fixed flags that take several values: the first is every trial's value, and grid.py adds
 # trials for the others (compared like points and lr); other drivers accept one value only.
 MULTI_VALUED = ("head", "encoder_stages")
-# Fields a driver sets per trial, never a flag: grid.py --budget-hours records each trial's
+# Fields only a driver sets, per trial, so never a flag (grid.py --budget-hours records each
+# trial's budget in budget_hours)
 BY_DRIVER = ("budget_hours",)
 
 
