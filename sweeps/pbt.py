@@ -30,17 +30,19 @@ def make_pbt(interval: int, mutate_gamma: bool):
     """Ray Tune's PopulationBasedTraining on val mIoU over lr (and gamma).
 
     Synchronous: every member reaches the perturbation epoch before the bottom quarter copies
-    a top-quarter checkpoint, so no member clones one that has already finished (which makes
-    its lr path end early) and each history row's lr is the one that trained that epoch.
-    A perturbed lr stays within LR_RANGE.
+    a top-quarter checkpoint, and no member perturbs at its last epoch
+    (:mod:`forest_seg.sweep.population`), so no member clones one that has already finished
+    (which makes its lr path end early, and held the sweep forever) and each history row's lr
+    is the one that trained that epoch. A perturbed lr stays within LR_RANGE.
     """
     from ray import tune
-    from ray.tune.schedulers import PopulationBasedTraining
+
+    from forest_seg.sweep.population import PopulationBasedTrainingBeforeLastEpoch
 
     mutations = {"lr": tune.loguniform(*LR_RANGE)}
     if mutate_gamma:
         mutations["gamma"] = GAMMAS
-    return PopulationBasedTraining(time_attr="training_iteration",
+    return PopulationBasedTrainingBeforeLastEpoch(time_attr="training_iteration",
                                    perturbation_interval=interval,
                                    hyperparam_mutations=mutations, quantile_fraction=0.25,
                                    resample_probability=0.25, synch=True,

@@ -242,6 +242,30 @@ def test_pbt_smoke_test_records_each_trials_lr_path(tmp_path):
         assert path == pytest.approx([configs[epoch] for epoch in (1, 2, 3, 4)])
     assert results.set_index("trial_id")["lr"].to_dict() == pytest.approx(
         paths.map(lambda path: path[-1]).to_dict())
+    # no exploit at the last epoch (Ray's log of exploits: [to, from, to's step, from's step,
+    # ...]): a member that cloned a finished one held the sweep forever
+    global_log = tmp_path / "pbt" / "pbt_global.txt"
+    steps = [json.loads(line)[2] for line in global_log.read_text().splitlines()] \
+        if global_log.is_file() else []
+    assert all(step < 4 for step in steps)
+
+
+def test_pbt_lets_a_trials_last_epoch_pass():
+    from ray.tune.schedulers import TrialScheduler
+
+    from forest_seg.sweep.population import PopulationBasedTrainingBeforeLastEpoch
+
+    pbt = PopulationBasedTrainingBeforeLastEpoch(
+        time_attr="training_iteration", metric="val_miou", mode="max", perturbation_interval=1,
+        hyperparam_mutations={"lr": [1e-3, 1e-4]}, synch=True)
+
+    class Trial:  # a trial PBT has never seen: any bookkeeping of it would raise KeyError
+        config = {"epochs": 4, "lr": 1e-3}
+
+    last = {"epoch": 4, "training_iteration": 5, "val_miou": 0.5}
+    assert pbt.on_trial_result(None, Trial(), last) == TrialScheduler.CONTINUE
+    with pytest.raises(KeyError):  # an earlier epoch goes to Ray's PBT, as before
+        pbt.on_trial_result(None, Trial(), {**last, "epoch": 3, "training_iteration": 3})
 
 
 @pytest.mark.slow
