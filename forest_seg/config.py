@@ -11,9 +11,10 @@ Each field's metadata is the one source of truth other modules read:
 - ``execution``: a field that changes how a trial runs, not what it computes (``device``,
   ``num_workers``, ``threads``, ``checkpoint_every``, ``checkpoint_minutes``), so the analysis
   never treats it as a factor;
-- ``choices``: the valid values, read on first use from the module that implements them
-  (point strategies from :mod:`forest_seg.points`, heads from :mod:`forest_seg.model`,
-  schedules from :mod:`forest_seg.schedules`), so importing this module imports no torch.
+- ``choices``: the valid values; point strategies and lr schedules are read on first use
+  from :mod:`forest_seg.strategy_registry` and :mod:`forest_seg.schedules`. Neither this
+  module nor a config's validation imports torch, so a sweep driver never does: the trials'
+  workers do, while the driver prepares.
 """
 
 from __future__ import annotations
@@ -31,14 +32,17 @@ from .errors import ConfigError
 SPLITS = ("random", "scene")
 OPTIMIZERS = ("adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
+HEADS = ("linear", "unet")  # segmentation heads (forest_seg.model)
 SEED_LIMIT = 2**32  # seeds lie in [0, 2**32) (numpy's legacy and most seeders' range)
 Choices = Callable[[], tuple[str, ...]]
 
 
 def _names_in(module: str, attribute: str) -> Choices:
-    """The valid values held by ``forest_seg.<module>.<attribute>``, imported when first asked."""
+    """The valid values held by ``forest_seg.<module>.<attribute>`` (a sequence, or a function
+    returning one), imported when first asked."""
     def names() -> tuple[str, ...]:
-        return tuple(getattr(importlib.import_module(f"forest_seg.{module}"), attribute))
+        found = getattr(importlib.import_module(f"forest_seg.{module}"), attribute)
+        return tuple(found() if callable(found) else found)
 
     return names
 
@@ -74,7 +78,7 @@ class TrainConfig:
     points: int = _field(50, swept=True)
     # balanced, uniform, forest (the report's), spread, boundary, ...
     point_strategy: str = _field("balanced", swept=True,
-                                 choices=_names_in("points", "POINT_STRATEGIES"))
+                                 choices=_names_in("strategy_registry", "point_strategies"))
     lr: float = _field(1e-4, swept=True)
     # "constant" (the report), "cosine", "onecycle", "plateau"
     lr_schedule: str = _field("constant", choices=_names_in("schedules", "LR_SCHEDULES"))
@@ -86,7 +90,7 @@ class TrainConfig:
     gamma: float = 2.0  # focal term; 0 = plain partial cross-entropy
     alpha: float | None = None  # forest weight in [0, 1]; None = unweighted
     # "linear" (the report's 1x1 conv) or "unet"
-    head: str = _field("linear", choices=_names_in("model", "HEADS"))
+    head: str = _field("linear", choices=HEADS)
     encoder_stages: int = 4  # ResNet50 stages kept (1-4); fewer = a truncated, faster net
     pretrained: str = "imagenet"  # "imagenet", "none" or a path to a weights file
     seed: int = _field(0, swept=True)

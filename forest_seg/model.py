@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import ResNet50_Weights, resnet50
 
+from forest_seg.config import HEADS
 from forest_seg.errors import CheckpointError, ConfigError
 
-HEADS = ("linear", "unet")
 STAGE_CHANNELS = (64, 256, 512, 1024, 2048)  # stem, layer1..layer4
 DECODER_CHANNELS = (256, 128, 64, 32)
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")

@@ -25,10 +25,8 @@ which is how a trial holds them); :func:`scatter_points` makes a batch's dense m
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 import operator
-import pkgutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ import numpy as np
 import torch
 
 from forest_seg import points_spatial as spatial
+from forest_seg import strategy_registry as registry
 from forest_seg.errors import ConfigError
 
 IGNORE_INDEX = 255
@@ -203,16 +202,10 @@ _REGISTRY: dict[str, Strategy] = {}
 
 def strategies() -> dict[str, Strategy]:
     """Every strategy by name: the built-ins, then the ``STRATEGIES`` of each
-    ``forest_seg.points_*`` module (see the module docstring), found once."""
+    ``forest_seg.points_*`` module (see the module docstring and
+    :mod:`forest_seg.strategy_registry`, which names them without importing torch)."""
     if not _REGISTRY:
-        import forest_seg
-
-        found = dict(_STRATEGIES)
-        for module in sorted(m.name for m in pkgutil.iter_modules(forest_seg.__path__)):
-            if module.startswith("points_"):
-                extra = importlib.import_module(f"forest_seg.{module}")
-                found.update(getattr(extra, "STRATEGIES", {}))
-        _REGISTRY.update(found)
+        _REGISTRY.update({**_STRATEGIES, **registry.plugin_strategies()})
     return _REGISTRY
 
 

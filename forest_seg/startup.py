@@ -3,14 +3,14 @@
 A Ray Tune worker process may run several trials one after the other (``reuse_actors``). What
 the process paid once, starting and importing the package, is charged to its first trial and
 is 0 for the trials after it, which also find the decoded tiles already mapped
-(:data:`forest_seg.data.TILE_CACHE_EVENTS`). The metrics:
+(:data:`forest_seg.tiles.TILE_CACHE_EVENTS`). The metrics:
 
 - ``startup_process_s``: from the process's start to its import of ``forest_seg`` (Ray's
   worker start);
 - ``startup_imports_s``: from that import to the trial's start (torch, the model code, Ray's
-  actor set-up), or, in a worker that :func:`import_trial_code` warmed as Ray started it, to
-  the end of those imports;
-- ``startup_idle_s``: how long such a warmed worker then waited, ready, for its first trial
+  actor set-up), or, in a worker that imported the trial code as it started
+  (:mod:`forest_seg.worker_preload`), to the end of those imports;
+- ``startup_idle_s``: how long such a warm worker then waited, ready, for its first trial
   (0 otherwise): time the trial did not wait for;
 - ``startup_<part>_s`` for each part :meth:`StartupClock.part` timed (``data``: mapping the
   decoded tiles; ``points``: the split and the point labels; ``baselines``: the trial's
@@ -36,10 +36,10 @@ _warmed_at: float | None = None  # when import_trial_code finished in this proce
 
 
 def import_trial_code() -> None:
-    """Ray worker set-up hook (:func:`forest_seg.sweep.warm.trial_worker_env`): import what
-    every trial imports (torch, torchvision, the model and the training loop) while the worker
-    starts, before Ray hands it a trial, and note when that finished. An import that fails is
-    left to the trial, whose own import raises it with its traceback."""
+    """Import what every trial imports (torch, torchvision, the model and the training loop)
+    and note when that finished: run by :mod:`forest_seg.worker_preload` as a Ray worker
+    starts, before Ray hands it a trial. An import that fails is left to the trial, whose own
+    import raises it with its traceback."""
     global _warmed_at
     try:
         import forest_seg.train  # noqa: F401
@@ -89,7 +89,7 @@ class StartupClock:
 
     def metrics(self) -> dict[str, float | int]:
         """The ``startup_*`` metrics (module docstring) as they stand now."""
-        from .data import TILE_CACHE_EVENTS
+        from .tiles import TILE_CACHE_EVENTS
 
         return {
             **{f"{STARTUP_PREFIX}{name}_s": value for name, value in self.seconds.items()},

@@ -46,11 +46,11 @@ def own_cache(tmp_path, monkeypatch) -> Path:
     """A tile and dataset cache folder of this test alone (``$FOREST_SEG_CACHE``), with an empty
     in-process tile cache, for tests that assert what a cache holds: the session's shared
     folder also holds other tests' files."""
-    from forest_seg import data
+    from forest_seg import tiles
 
     cache = tmp_path / "cache"
     monkeypatch.setenv(CACHE_ENV, str(cache))
-    monkeypatch.setattr(data, "_TILE_CACHE", {})
+    monkeypatch.setattr(tiles, "_TILE_CACHE", {})
     return cache
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from forest_seg import cache, data, synthetic
+from forest_seg import tiles as tile_files
 from forest_seg.cache import CACHE_ENV, cache_dir, remove_dead_temps, writable_dir
 from forest_seg.data import load_tiles
 from forest_seg.errors import ForestSegError
@@ -27,7 +28,7 @@ def root(tmp_path) -> Path:
 def entry(root: Path) -> Path:
     """The cache folder of ``root`` at 32 px (decoding it first)."""
     folder = Path(load_tiles(root, 32).images.filename).parent
-    data._TILE_CACHE.clear()  # the next load_tiles acts as a new process
+    tile_files._TILE_CACHE.clear()  # the next load_tiles acts as a new process
     return folder
 
 
@@ -76,7 +77,7 @@ def test_a_damaged_entry_is_rebuilt_with_one_warning(root, damage, capsys):
     np.testing.assert_array_equal(tiles.images, images)
     np.testing.assert_array_equal(tiles.masks, masks)
     assert tiles.names == names
-    data._TILE_CACHE.clear()
+    tile_files._TILE_CACHE.clear()
     load_tiles(root, 32)
     assert capsys.readouterr().err == ""  # healed: no warning the next time
     assert not [p for p in folder.parent.iterdir() if ".tmp-" in p.name]
@@ -163,7 +164,7 @@ def test_a_failed_write_is_one_clear_error_and_leaves_no_temp(root, monkeypatch)
         (folder / "images.npy").write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(data, "_decode_into", disk_full)
+    monkeypatch.setattr(tile_files, "_decode_into", disk_full)
     with pytest.raises(ForestSegError, match="No space left on device.*FOREST_SEG_CACHE") as e:
         load_tiles(root, 32)
     assert "cannot write the cache entry" in str(e.value)

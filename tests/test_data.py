@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from forest_seg import data, synthetic
+from forest_seg import tiles as tile_files
 from forest_seg.cache import cache_dir
 from forest_seg.data import (
     ForestAerialDataset,
@@ -34,7 +35,7 @@ NAMES = ["100_sat_1.jpg", "100_sat_2.jpg", "200_sat_1.jpg", "200_sat_2.jpg", "od
 @pytest.fixture(autouse=True)
 def fresh_process_cache(monkeypatch):
     """Each test starts with an empty in-process tile cache."""
-    monkeypatch.setattr(data, "_TILE_CACHE", {})
+    monkeypatch.setattr(tile_files, "_TILE_CACHE", {})
 
 
 def block_mask(blocks: tuple[int, int, int, int]) -> np.ndarray:
@@ -68,8 +69,8 @@ def count_decodes(monkeypatch) -> list[Path]:
     """Record every image/mask decode from now on."""
     calls: list[Path] = []
     for fn in ("_decode_image", "_decode_mask"):
-        original = getattr(data, fn)
-        monkeypatch.setattr(data, fn, lambda p, s, f=original: calls.append(p) or f(p, s))
+        original = getattr(tile_files, fn)
+        monkeypatch.setattr(tile_files, fn, lambda p, s, f=original: calls.append(p) or f(p, s))
     return calls
 
 
@@ -243,7 +244,7 @@ def test_disk_cache_decodes_once_then_memory_maps(tiny, monkeypatch, own_cache):
     first = load_tiles(tiny, 16)
     assert len(calls) == 10  # 5 images + 5 masks
     assert load_tiles(tiny, 16) is first and len(calls) == 10  # in-process cache
-    monkeypatch.setattr(data, "_TILE_CACHE", {})
+    monkeypatch.setattr(tile_files, "_TILE_CACHE", {})
     again = load_tiles(tiny, 16)  # another process: reads the disk cache, decodes nothing
     assert again is not first and len(calls) == 10
     assert isinstance(again.images, np.memmap) and isinstance(again.masks, np.memmap)
@@ -284,11 +285,11 @@ def test_concurrent_writer_that_wins_the_rename_is_reused(tiny, monkeypatch, own
 
 
 def test_progress_lines_for_long_decodes(tiny, monkeypatch, capsys):
-    monkeypatch.setattr(data, "_PROGRESS_MIN_TILES", 2)
+    monkeypatch.setattr(tile_files, "_PROGRESS_MIN_TILES", 2)
     load_tiles(tiny, 16)
     err = capsys.readouterr().err
     assert "decoding 5 tiles" in err and "decoded 5/5 tiles" in err
-    monkeypatch.setattr(data, "_PROGRESS_MIN_TILES", 500)
+    monkeypatch.setattr(tile_files, "_PROGRESS_MIN_TILES", 500)
     load_tiles(tiny, 8)
     assert capsys.readouterr().err == ""
 

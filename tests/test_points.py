@@ -44,7 +44,11 @@ MASK_20 = (torch.arange(64) < 20).long().reshape(8, 8)
 
 
 def test_strategy_names_and_ignore_index():
+    from forest_seg import points, strategy_registry
+
     assert POINT_STRATEGIES[:5] == ("balanced", "uniform", "forest", "spread", "boundary")
+    # the torch-free registry names the built-ins points.py implements, in their order
+    assert tuple(points._STRATEGIES) == strategy_registry.BUILTIN_STRATEGIES
     assert IGNORE_INDEX == 255
     assert (BOUNDARY_SHARE, BOUNDARY_WIDTH) == (0.5, 3)
 
@@ -561,7 +565,7 @@ def test_a_points_module_adds_its_strategies(monkeypatch):
     import sys
     import types
 
-    from forest_seg import points
+    from forest_seg import points, strategy_registry
     from forest_seg.config import TrainConfig
 
     def corner(mask, n_forest, n_points, generator):  # the first n pixels in raster order
@@ -571,8 +575,10 @@ def test_a_points_module_adds_its_strategies(monkeypatch):
     module.STRATEGIES = {"corner": corner}
     monkeypatch.setitem(sys.modules, "forest_seg.points_corner", module)
     monkeypatch.setattr(points, "_REGISTRY", {})
-    monkeypatch.setattr(points.pkgutil, "iter_modules",
-                        lambda path: [pkgutil.ModuleInfo(None, "points_corner", False)])
+    monkeypatch.setattr(strategy_registry, "_PLUGINS", None)
+    found = [pkgutil.ModuleInfo(None, name, False) for name in ("points_spatial", "points_corner")]
+    monkeypatch.setattr(strategy_registry.pkgutil, "iter_modules", lambda path: found)
+    assert strategy_registry.plugin_modules() == ["points_corner"]  # spatial: a built-in's
     assert points.POINT_STRATEGIES[-1] == "corner"
     labels = sample_points(HALF_MASK, 3, "corner")
     assert labels.view(-1)[:3].tolist() == [1, 1, 0] and int(labelled(labels).sum()) == 3

@@ -2,6 +2,7 @@
 (forest_seg.sweep.stopping): exit statuses, the trials listed as failed, the resume command,
 and SIGINT/SIGTERM routed to Ray Tune's graceful stop."""
 
+import gc
 import os
 import signal
 
@@ -17,6 +18,14 @@ from forest_seg.sweep.stopping import (
     stop_on_signals,
     stop_requested,
 )
+
+
+@pytest.fixture(autouse=True)
+def unfreeze():
+    """sweep_cli freezes the objects of the process it ends (a driver's): give them back to
+    the garbage collector of this test process."""
+    yield
+    gc.unfreeze()
 
 
 def frame(statuses, errors=None, experiment="/runs/x") -> pd.DataFrame:
@@ -79,6 +88,21 @@ def test_a_stopped_sweep_prints_how_to_resume_and_exits_with_its_status(monkeypa
 
     assert sweep_cli(bad_input) == 2
     assert capsys.readouterr().err == "error: invalid --seeds 0\n"
+
+
+def test_a_driver_exits_without_its_objects_in_the_garbage_collector():
+    """Python's collection on exit walks every tracked object; sweep_cli freezes the
+    driver's first, whatever way it ends."""
+    gc.unfreeze()
+    assert sweep_cli(lambda: 0) == 0
+    assert gc.get_freeze_count() > 0
+    gc.unfreeze()
+
+    def bad_input():
+        raise ConfigError("invalid --seeds 0")
+
+    assert sweep_cli(bad_input) == 2
+    assert gc.get_freeze_count() > 0
 
 
 def test_a_stop_outside_rays_fit_raises_at_once():

@@ -1,10 +1,14 @@
-"""Trial start-up paid once: the driver decodes the tiles before any trial starts, the worker
-Ray starts ahead imports the trial code before a trial is handed to it, and one Tune worker
-process runs trial after trial with its imports and memory-mapped tiles kept warm."""
+"""Trial start-up paid once: the driver decodes the tiles before any trial starts, the workers
+a local Ray starts ahead import the trial code and host the first trials, and one Tune worker
+process runs trial after trial with its imports and memory-mapped tiles kept warm; the local
+Ray stops quickly."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,8 +16,9 @@ import pytest
 from forest_seg import data as data_module
 from forest_seg.cache import cache_dir
 from forest_seg.config import TrainConfig
-from forest_seg.sweep import Launch, Study, preset_config, run
-from forest_seg.sweep.warm import decode_tiles, trial_worker_env
+from forest_seg.sweep import Launch, Study, connect, preset_config, run
+from forest_seg.sweep.local_ray import local_trial_actors, stop_autoscaler_monitor, tune_actor_env
+from forest_seg.sweep.warm import decode_tiles
 from forest_seg.synthetic import make_synthetic_dataset
 
 
@@ -35,27 +40,59 @@ def test_the_driver_decodes_every_dataset_and_size_its_trials_use(tmp_path):
     assert data_module.TILE_CACHE_EVENTS["decoded"] - before == 4
 
 
+def ray_worker_pids() -> set[int]:
+    """The Ray worker processes (``ray::...``) below this process, from /proc."""
+    children: dict[int, list[int]] = {}
+    names: dict[int, bytes] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            names[int(entry.name)] = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(stat[1]), []).append(int(entry.name))
+    below, todo = set(), [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            below.add(child)
+            todo.append(child)
+    return {pid for pid in below if names.get(pid, b"").startswith(b"ray::")}
+
+
+def prestarted_workers(count: int, timeout_s: float = 60.0) -> set[int]:
+    """The ``count`` idle workers a new local Ray starts by itself (waits for them)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        idle = {pid for pid in ray_worker_pids()
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::IDLE")}
+        if len(idle) >= count:
+            return idle
+        time.sleep(0.2)
+    raise AssertionError(f"the local Ray started no {count} idle worker(s) in {timeout_s} s")
+
+
 @pytest.mark.slow
-def test_one_worker_runs_both_trials_on_the_tiles_the_driver_decoded(tmp_path, monkeypatch):
+def test_the_trials_run_on_the_workers_ray_started_warm_and_reuse_them(tmp_path, monkeypatch):
+    """The first trial lands on a worker Ray started before the sweep began, which had
+    imported the trial code by itself; the second trial reuses that process."""
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     root = make_synthetic_dataset(tmp_path / "data", n=24, size=32, seed=5)
     study = Study(base=preset_config("smoke", data=str(root), epochs=1),
                   trials=[{"points": 10}, {"points": 50}], scheduler=None, driver="grid")
     import ray
 
-    # one CPU: room for one trial worker at a time, so a second process would show; the
-    # runtime environment connect() starts a local Ray with (the worker Ray starts ahead
-    # imports the trial code)
-    ray.init(num_cpus=1, _node_ip_address="127.0.0.1", include_dashboard=False,
-             log_to_driver=False, runtime_env=trial_worker_env())
-    try:
+    # one CPU: room for one trial worker at a time, so a second process would show
+    with connect(num_cpus=1):
+        prestarted = prestarted_workers(1)
         run(study, Launch(storage_path=str(tmp_path / "runs"), name="warm", cpus_per_trial=1,
                           verbose=0))
-    finally:
-        ray.shutdown()
+    assert not ray.is_initialized()
     history = pd.read_csv(tmp_path / "runs" / "warm" / "history.csv")
     first = history[history["epoch"] == 1].sort_values("startup_worker_trial")
     assert len(first) == 2 and first["startup_worker_pid"].nunique() == 1  # one process
+    assert int(first.iloc[0]["startup_worker_pid"]) in prestarted  # started before the sweep
     assert first["startup_worker_trial"].tolist() == [1, 2]
     assert first["startup_tiles_decoded"].tolist() == [0, 0]  # the driver had decoded them
     assert first["startup_tiles_mapped"].tolist() == [1, 1]  # mapped once, by the first trial
@@ -64,3 +101,39 @@ def test_one_worker_runs_both_trials_on_the_tiles_the_driver_decoded(tmp_path, m
     # the first trial found its worker's imports done (idle is exactly 0 in a worker that
     # imported on the trial's time); the second paid nothing
     assert first.iloc[0]["startup_idle_s"] > 0.0 and second["startup_idle_s"] == 0.0
+
+
+def test_trial_actors_get_an_empty_runtime_environment_and_its_variables_are_inherited(
+        monkeypatch):
+    """Inside local_trial_actors, Ray Tune's trial actor class carries no environment
+    variables of its own (so Ray may hand it a prestarted worker), and the variables it
+    would carry are in this process's environment, which a local Ray's workers inherit."""
+    from ray.tune.execution import class_cache
+
+    monkeypatch.delenv("PL_DISABLE_FORK", raising=False)
+    expected = tune_actor_env()
+    assert expected.get("PL_DISABLE_FORK") == "1"  # Ray Tune's default
+    with local_trial_actors() as patched:
+        assert patched
+        remote = class_cache._ActorClassCache().get(type("Trial", (), {}))
+        assert not remote._default_options["runtime_env"].get("env_vars")
+        assert {k: os.environ.get(k) for k in expected} == expected
+    assert "PL_DISABLE_FORK" not in os.environ  # restored
+    assert class_cache.DEFAULT_ENV_VARS == {"PL_DISABLE_FORK": "1"}
+
+
+def test_stopping_a_local_ray_stops_its_autoscaler_monitor_first(monkeypatch):
+    """stop_autoscaler_monitor ends the monitor process (ray.shutdown would wait a second for
+    it, after the GCS it reports to is gone)."""
+    import ray
+    from ray._private import worker
+    from ray._private.ray_constants import PROCESS_TYPE_MONITOR
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with connect(num_cpus=1):
+        monitor = worker._global_node.all_processes[PROCESS_TYPE_MONITOR][0].process
+        assert monitor.poll() is None
+        assert stop_autoscaler_monitor()
+        assert monitor.wait(timeout=10) is not None
+        assert ray.is_initialized()  # the rest of Ray still runs
+    assert not ray.is_initialized()

@@ -24,10 +24,18 @@ def study_configs(sweep_driver):
     return sweep_driver("grid").study_configs
 
 
-def run_driver(script, *args, timeout=600):
+def run_driver(script, *args, timeout=600, prefix=()):
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "sweeps" / script), *map(str, args)],
+    return subprocess.run([sys.executable, *prefix, str(ROOT / "sweeps" / script),
+                           *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=env)
+
+
+# runs the driver given after it as __main__, and says on exit whether its process imported
+# torch (the trials' workers import it; the driver only prepares and watches them)
+TORCH_WATCH = ("-c", "import atexit, runpy, sys; atexit.register(lambda: print("
+               "'driver imported torch:', 'torch' in sys.modules, file=sys.stderr)); "
+               "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 def test_default_study_is_the_reports_six_configurations_plus_dense(study_configs):
@@ -78,8 +86,10 @@ def test_zero_seeds_is_an_error(study_configs):
 
 @pytest.mark.slow
 def test_grid_smoke_test_writes_results_and_history(tmp_path):
-    done = run_driver("grid.py", "--smoke-test", "--storage-path", tmp_path, "--name", "smoke")
+    done = run_driver("grid.py", "--smoke-test", "--storage-path", tmp_path, "--name", "smoke",
+                      prefix=TORCH_WATCH)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "driver imported torch: False" in done.stderr
     exp = tmp_path / "smoke"
     results = pd.read_csv(exp / "results.csv")
     history = pd.read_csv(exp / "history.csv")

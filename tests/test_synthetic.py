@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from forest_seg import data, synthetic
+from forest_seg import synthetic
+from forest_seg import tiles as tile_files
 from forest_seg.cache import cache_dir
 from forest_seg.data import load_tiles, split_indices
 from forest_seg.errors import ConfigError
@@ -18,7 +19,7 @@ from forest_seg.synthetic import default_synthetic_root, make_synthetic_dataset
 
 @pytest.fixture(autouse=True)
 def fresh_process_cache(monkeypatch):
-    monkeypatch.setattr(data, "_TILE_CACHE", {})
+    monkeypatch.setattr(tile_files, "_TILE_CACHE", {})
 
 
 @pytest.fixture(scope="module")

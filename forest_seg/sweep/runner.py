@@ -17,12 +17,13 @@ from ..errors import ConfigError
 from ..results import HISTORY_FILE, RESULTS_FILE
 from .config_file import SWEEP_FILE, save_sweep_file
 from .files import read_csv
+from .local_ray import local_ray
 from .lock import experiment_lock
 from .stopping import SweepStopped, stop_on_signals, stop_requested
 from .study import METRIC, MODE, Launch, Study
 from .tables import EXPERIMENT
 from .trust import check_owner
-from .warm import decode_tiles, trial_worker_env
+from .warm import decode_tiles
 
 TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a Ray job
@@ -39,39 +40,34 @@ def job_cluster() -> str | None:
 
 
 @contextmanager
-def connect(address: str | None = None) -> Iterator[list[dict[str, float]]]:
+def connect(address: str | None = None,
+            num_cpus: int | None = None) -> Iterator[list[dict[str, float]]]:
     """Be connected to Ray for the block; yields the CPU and GPU counts of each alive node.
 
     Joins ``address``; else, in a driver run as a Ray job (``ray job submit -- python
     sweeps/grid.py``), the job's cluster (the ``RAY_ADDRESS`` Ray sets for it); else starts a
-    new local Ray whose addresses stay on 127.0.0.1 (never one that a stray ``RAY_ADDRESS`` or
-    a ``ray start`` on this machine points at). Only when this process is not connected yet;
-    a joined cluster gets no start-up options (a running cluster rejects them). A local Ray
-    starts its workers warm, importing the trial code (:func:`.warm.trial_worker_env`). What it
-    started, it shuts down on leaving the block (an existing connection is used as it is and
-    kept).
+    new local Ray with ``num_cpus`` CPUs (None = all) whose addresses stay on 127.0.0.1 (never
+    one that a stray ``RAY_ADDRESS`` or a ``ray start`` on this machine points at), its
+    workers importing the trial code as they start and hosting the first trials
+    (:mod:`.local_ray`). Only when this process is not connected yet; a joined cluster gets no
+    start-up options (a running cluster rejects them). What it started, it stops on leaving
+    the block (an existing connection is used as it is and kept).
     """
     import ray
 
-    started = not ray.is_initialized()
     address = address or job_cluster()
-    if started and address is None:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        # Ray enables token authentication for a new local cluster (its default, kept) and says
-        # so on every start: a notice, not news, so its logger is quieted to errors
-        logging.getLogger(TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
-        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
-                 object_store_memory=256 * 1024**2, log_to_driver=False,
-                 runtime_env=trial_worker_env())
-    elif started:
-        print(f"joining the Ray cluster at {address}", flush=True)
-        ray.init(address=address, log_to_driver=False)
-    try:
+    with ExitStack() as connection:
+        if not ray.is_initialized() and address is None:
+            # Ray enables token authentication for a new local cluster (its default, kept)
+            # and says so on every start: a notice, not news, so its logger is quieted
+            logging.getLogger(TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
+            connection.enter_context(local_ray(num_cpus))
+        elif not ray.is_initialized():
+            print(f"joining the Ray cluster at {address}", flush=True)
+            ray.init(address=address, log_to_driver=False)
+            connection.callback(ray.shutdown)
         yield [{"CPU": n["Resources"].get("CPU", 0.0), "GPU": n["Resources"].get("GPU", 0.0)}
                for n in ray.nodes() if n.get("Alive")]
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def checkpoint_config(keep: int | None):
@@ -111,7 +107,7 @@ def resolve_data(study: Study) -> Study:
     Resolving ``data`` here generates the embedded synthetic dataset once, in the driver,
     before any trial starts, and gives the trials an absolute path.
     """
-    from ..data import resolve_data_root
+    from ..tiles import resolve_data_root
 
     base = study.base
     data = str(resolve_data_root(base.data).resolve())
@@ -158,10 +154,10 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
-    from ..train import trainable
     from .callbacks import sweep_callbacks
     from .concurrency import limit_concurrency
     from .progress import Progress, TrialName, ray_console
+    from .torchless import import_tensorboardx, trainable
     from .tracking import tracking_callbacks
 
     launch = launch or Launch()
@@ -232,6 +228,7 @@ def run(study: Study, launch: Launch | None = None) -> pd.DataFrame:
                 ),
             )
         print(f"{study.driver}: TensorBoard: tensorboard --logdir {path}", flush=True)
+        import_tensorboardx()
         with stop_on_signals(), ray_console(launch.verbose):
             try:
                 tuner.fit()
