@@ -4,7 +4,9 @@ slots' time goes into training epochs rather than starting trials and saving che
 ``sweep efficiency = sum of the trials' epoch times / (driver wall time x concurrent slots)``,
 the epoch times from history.csv's ``epoch_time_s``, the wall time of the whole driver (Ray
 start-up included). The start-up parts come from each trial's first report
-(``startup_*``, :mod:`forest_seg.startup`), the checkpoint cost from ``checkpoint_s``.
+(``startup_*``, :mod:`forest_seg.startup`), the checkpoint cost from ``checkpoint_s``, and
+where the rest of the slots' time went (:func:`slot_time`) from each epoch's end
+(``finished_at``) and each trial's start (``startup_started_at``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from .report import median, ratio
 from .runs import DriverRun, run_grid
 
 STARTUP_PARTS = ("process", "imports", "idle", "data", "points", "baselines", "model")
+# where a slot's time goes besides epochs (slot_time), in the order of a sweep: key -> label
+SLOT_PARTS = {"before": "before the first trial", "setup": "trial set-up",
+              "reports": "between epochs", "between": "between trials",
+              "last_wave": "last wave", "after": "after the last epoch"}
 
 
 def efficiency_flags(seeds: int | None) -> list[str]:
@@ -88,3 +94,50 @@ def _first_epoch_excess(rows: pd.DataFrame) -> float:
     """A trial's first epoch time minus the median of its later epochs (NaN with one epoch)."""
     times = rows.sort_values("epoch")["epoch_time_s"].tolist()
     return times[0] - median(times[1:]) if len(times) > 1 else math.nan
+
+
+def slot_time(history: pd.DataFrame, started_at: float, ended_at: float,
+              slots: int) -> dict[str, float]:
+    """The slot-seconds of a sweep outside its epochs, by :data:`SLOT_PARTS`, from each trial
+    worker's timeline (the driver ran from Unix time ``started_at`` to ``ended_at``):
+
+    - ``before``: from the driver's start to the worker's first trial (Ray's start, the
+      worker's start and imports, Ray Tune handing it the trial);
+    - ``setup``: from a trial's start to its first epoch (data, points, baselines, model);
+    - ``reports``: between two epochs of a trial (the report, a checkpoint);
+    - ``between``: from a trial's last epoch to the next trial on the worker (its last report
+      and checkpoint, Ray Tune ending it and handing over the next);
+    - ``last_wave``: from the worker's last epoch to the sweep's last (a last wave of trials
+      that fills fewer slots);
+    - ``after``: from the sweep's last epoch to the driver's end, once per slot (the last
+      report, the closing table, Ray's stop).
+
+    With the epochs they add up to ``(ended_at - started_at) * slots``. All NaN when the
+    history lacks ``finished_at`` or ``startup_started_at`` (an older version), or when the
+    trials ran on other than ``slots`` worker processes (a worker lost and replaced)."""
+    missing = {part: math.nan for part in SLOT_PARTS}
+    needed = {"finished_at", "startup_started_at", "startup_worker_pid"}
+    if not needed <= set(history.columns):
+        return missing
+    epochs = history.assign(start=history["finished_at"] - history["epoch_time_s"])
+    first = epochs.sort_values("epoch").groupby("trial_id").head(1).set_index("trial_id")
+    if first["startup_worker_pid"].nunique() != slots:
+        return missing
+    last_end = epochs["finished_at"].max()
+    out = dict.fromkeys(SLOT_PARTS, 0.0)
+    out["after"] = slots * (ended_at - last_end)
+    for _, trials in first.groupby("startup_worker_pid"):
+        previous_end = None
+        for trial_id in trials.sort_values("startup_started_at").index:
+            rows = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
+            began = float(first.loc[trial_id, "startup_started_at"])
+            if previous_end is None:
+                out["before"] += began - started_at
+            else:
+                out["between"] += began - previous_end
+            out["setup"] += float(rows["start"].iloc[0]) - began
+            out["reports"] += float((rows["start"].iloc[1:].to_numpy()
+                                     - rows["finished_at"].iloc[:-1].to_numpy()).sum())
+            previous_end = float(rows["finished_at"].iloc[-1])
+        out["last_wave"] += last_end - previous_end
+    return out

@@ -6,6 +6,7 @@ the driver, and read back from the experiment's ``results.csv`` and ``history.cs
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import subprocess
@@ -67,6 +68,8 @@ class DriverRun:
     wall_s: float
     log: Path
     sampler: TreeSampler | None = None
+    started_at: float = math.nan  # Unix times of the driver's start and end
+    ended_at: float = math.nan
 
 
 def grid_script() -> Path:
@@ -94,7 +97,7 @@ def run_grid(storage: Path, name: str, flags: list[str], timeout_s: float,
     run_env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1",
                **(env or {})}
     sampler = None
-    start = time.perf_counter()
+    started_at, start = time.time(), time.perf_counter()
     with open(log, "w") as out:
         out.write("$ " + " ".join(command) + "\n")
         out.flush()
@@ -112,7 +115,7 @@ def run_grid(storage: Path, name: str, flags: list[str], timeout_s: float,
             proc.wait()
             raise BenchError(f"sweeps/grid.py ({name}) ran past {timeout_s:.0f} s; "
                              f"see {log}") from None
-    wall = time.perf_counter() - start
+    wall, ended_at = time.perf_counter() - start, time.time()
     if returncode != 0:
         raise BenchError(f"sweeps/grid.py ({name}) failed with exit status {returncode}: "
                          f"{_last_error(log)} (full log: {log})")
@@ -122,7 +125,7 @@ def run_grid(storage: Path, name: str, flags: list[str], timeout_s: float,
     except (OSError, pd.errors.ParserError) as e:
         raise BenchError(f"sweeps/grid.py ({name}) left no readable results: {e}; "
                          f"see {log}") from None
-    return DriverRun(path, results, history, wall, log, sampler)
+    return DriverRun(path, results, history, wall, log, sampler, started_at, ended_at)
 
 
 def _epochs_written(path: Path) -> int:

@@ -331,13 +331,21 @@ def sweep_section(s: BenchSettings, work: Path) -> tuple[list[Row], list[str]]:
 
 # --------------------------------------------------------------------------- efficiency
 def efficiency_section(s: BenchSettings, work: Path) -> tuple[list[Row], list[str], float]:
-    from .grid_efficiency import STARTUP_PARTS, efficiency_summary, run_default_grid, slots_from_log
+    from .grid_efficiency import (
+        SLOT_PARTS,
+        STARTUP_PARTS,
+        efficiency_summary,
+        run_default_grid,
+        slot_time,
+        slots_from_log,
+    )
 
     seeds = "3 (default)" if s.efficiency_seeds is None else str(s.efficiency_seeds)
     _progress(f"sweep efficiency: python sweeps/grid.py, seeds {seeds}")
     run = run_default_grid(work, s.efficiency_seeds, s.timeout_s)
     slots = slots_from_log(run.log.read_text(), s.cpus, len(run.results))
     r = efficiency_summary(run.history, run.wall_s, slots)
+    spent = slot_time(run.history, run.started_at, run.ended_at, slots)
 
     def parts(kind: str) -> str:
         return " / ".join(fmt(r[f"{kind}_{part}"], 2) for part in STARTUP_PARTS) + " s"
@@ -362,11 +370,15 @@ def efficiency_section(s: BenchSettings, work: Path) -> tuple[list[Row], list[st
             f"{fmt(r['checkpoints'], 0)} / {r['trial_epochs']}"),
         Row("efficiency", "checkpoint write time per trial-epoch",
             f"{fmt(r['checkpoint_per_epoch_s'], 3)} s"),
+        Row("efficiency", "slot-seconds outside epochs: " + " / ".join(SLOT_PARTS.values()),
+            " / ".join(fmt(spent[part], 1) for part in SLOT_PARTS) + " s"),
     ]
     notes = [f"sweep efficiency: the slots' idle or overhead time is "
              f"{fmt(r['wall_s'] * slots - r['epoch_s'], 1)} s of {fmt(r['wall_s'] * slots, 1)} "
-             "slot-seconds (Ray start-up, trial start-up, reports, checkpoints, a last wave "
-             "that fills fewer slots); n/a start-up figures: the trials reported none"]
+             "slot-seconds (the slot-seconds row says where: Ray's and the workers' start "
+             "before the first trial; trial set-up; reports and checkpoints between epochs; "
+             "Ray Tune's switch between trials; a last wave that fills fewer slots; the closing "
+             "table and Ray's stop after the last epoch); n/a figures: the trials reported none"]
     if s.efficiency_seeds is not None:
         notes.append(f"sweep efficiency ran a scaled copy of the default grid ({seeds} seed): "
                      f"the {EFFICIENCY_GOAL} goal is for the default grid (3 seeds)")

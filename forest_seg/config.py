@@ -65,7 +65,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     val_data: str | None = None  # validation dataset root: all of data trains, no split
     # cap on the training side: its first n tiles in a seeded order, nested across caps for one
-    # seed (what a labelling budget buys; forest_seg.analysis.cost); None = all
+    # seed (what a labelling budget buys; forest_seg.labelling_cost); None = all
     max_train_tiles: int | None = None
     # the labelling budget (hours) that bought those tiles in a fixed-budget study: recorded so
     # the analysis compares the labellings of one budget; training does not read it

@@ -52,7 +52,8 @@ TRAIN_TILES = "train_tiles"  # the trial's training tile count (what its labels 
 BEST_CHECKPOINT = "best_checkpoint"
 CHECKPOINT = "checkpoint"
 HISTORY_COLUMNS = (
-    "trial_id", "epoch", "train_loss", *VAL_COLUMNS, "lr", "epoch_time_s", "images_per_s",
+    "trial_id", "epoch", "train_loss", *VAL_COLUMNS, "lr", "epoch_time_s", "finished_at",
+    "images_per_s",
     "data_time_s", "checkpoint_s", "diverged", "pretrained_loaded", TRAIN_TILES,
     *BASELINE_COLUMNS, CHECKPOINT,
 )

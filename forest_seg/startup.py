@@ -15,6 +15,7 @@ is 0 for the trials after it, which also find the decoded tiles already mapped
 - ``startup_<part>_s`` for each part :meth:`StartupClock.part` timed (``data``: mapping the
   decoded tiles; ``points``: the split and the point labels; ``baselines``: the trial's
   no-training reference scores; ``model``: building the model and its optimizer);
+- ``startup_started_at``: the Unix time the trial started;
 - ``startup_worker_pid`` and ``startup_worker_trial`` (1 for a fresh process, 2 for the second
   trial it runs, ...); ``startup_tiles_decoded`` and ``startup_tiles_mapped``: tile cache
   entries the process has decoded and memory-mapped so far.
@@ -70,7 +71,7 @@ class StartupClock:
         _trials_started += 1
         self.worker_trial = _trials_started
         first = self.worker_trial == 1
-        now = time.time()
+        now = self.started_at = time.time()
         ready = now if _warmed_at is None else _warmed_at
         self.seconds = {
             "process": IMPORTED_AT - process_started_at() if first else 0.0,
@@ -93,6 +94,7 @@ class StartupClock:
 
         return {
             **{f"{STARTUP_PREFIX}{name}_s": value for name, value in self.seconds.items()},
+            f"{STARTUP_PREFIX}started_at": self.started_at,
             f"{STARTUP_PREFIX}worker_pid": os.getpid(),
             f"{STARTUP_PREFIX}worker_trial": self.worker_trial,
             f"{STARTUP_PREFIX}tiles_decoded": TILE_CACHE_EVENTS["decoded"],

@@ -304,7 +304,8 @@ def run_epoch(cfg, model, optimizer, data: TrialData, device, epoch: int,
               constants: Metrics | None = None) -> Metrics:
     """Train and validate one epoch; returns the epoch's metrics dict (with ``constants``,
     the trial's per-trial values such as its reference scores and training tile count,
-    copied in)."""
+    copied in). ``epoch_time_s`` is the epoch's training and validation; ``finished_at`` the
+    Unix time it ended (where a sweep's time went: ``python -m bench --only efficiency``)."""
     constants = constants or {}
     start = time.perf_counter()
     trained = train_epoch(cfg, model, optimizer, data.train, device,
@@ -322,6 +323,7 @@ def run_epoch(cfg, model, optimizer, data: TrialData, device, epoch: int,
         **constants,
         "lr": optimizer.param_groups[0]["lr"],
         "epoch_time_s": time.perf_counter() - start,
+        "finished_at": time.time(),
         "images_per_s": trained["images"] / train_time if train_time > 0 else 0.0,
         "data_time_s": trained["data_time_s"],
         "diverged": diverged,

@@ -32,16 +32,15 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from forest_seg.analysis.cost import (
+from forest_seg.config import TrainConfig
+from forest_seg.errors import ConfigError
+from forest_seg.labelling_cost import (
     DEFAULT_DELTA,
     SECONDS_PER_MASK,
     SECONDS_PER_POINT,
     CostModel,
-    key_comparisons,
     labelling_name,
 )
-from forest_seg.config import TrainConfig
-from forest_seg.errors import ConfigError
 from forest_seg.sweep import Study, connect, run
 from forest_seg.sweep.config_file import parse_flags
 from forest_seg.sweep.exits import finish, sweep_cli
@@ -159,6 +158,8 @@ def until_resolved_study(base: TrainConfig, trials: list[dict[str, Any]], max_se
 def resolution_text(results, model: CostModel, delta: float) -> str:
     """The closing lines of an until-resolved sweep: each key comparison, resolved or not, and
     on how many paired seeds."""
+    from forest_seg.analysis.cost import key_comparisons  # pandas and scipy: after the sweep
+
     done = key_comparisons(results, model, delta=delta) if len(results) else []
     lines = [f"until-resolved: {c.describe()}" for c in done]
     return "\n".join(lines or ["until-resolved: no comparison could be made"])

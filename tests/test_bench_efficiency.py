@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bench.__main__ import build_parser, parts_to_run
-from bench.grid_efficiency import STARTUP_PARTS, efficiency_summary, slots_from_log
+from bench.grid_efficiency import STARTUP_PARTS, efficiency_summary, slot_time, slots_from_log
 from forest_seg.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,3 +104,38 @@ def test_only_efficiency_runs_the_grid_and_ends_with_its_figure(tmp_path):
     assert "start-up, fresh worker" in done.stdout and "checkpoints written" in done.stdout
     frame = pd.read_csv(tmp_path / "work" / "grid-efficiency" / "history.csv")
     assert frame["trial_id"].nunique() == 7  # the default study at one seed
+    # where the slot time went, in six figures (n/a if the trials stopped reporting when
+    # their epochs ended or started)
+    row = next(line for line in lines if "slot-seconds outside epochs" in line)
+    figures = row.rsplit("  ", 1)[-1].split()  # "12.9 / 1.8 / ... s"
+    numbers = [float(f) for f in figures if f not in ("/", "s")]
+    assert len(numbers) == 6 and min(numbers) >= 0
+    assert frame["finished_at"].notna().all()
+
+
+def test_slot_time_accounts_for_every_slot_second_outside_the_epochs():
+    """Two workers, driver from t=100 to t=160. Worker 11: trial a starts at 105, epochs
+    106-116 and 117-127 (1 s of report between), trial b starts at 128, epoch 129-139, then
+    idle. Worker 12: trial c starts at 107, epochs 108-120 and 121-150, the sweep's last."""
+    rows = [("a", 1, 116.0, 10.0, 105.0, 11), ("a", 2, 127.0, 10.0, None, None),
+            ("b", 1, 139.0, 10.0, 128.0, 11),
+            ("c", 1, 120.0, 12.0, 107.0, 12), ("c", 2, 150.0, 29.0, None, None)]
+    history = pd.DataFrame([
+        {"trial_id": t, "epoch": e, "finished_at": end, "epoch_time_s": s,
+         "startup_started_at": began, "startup_worker_pid": pid}
+        for t, e, end, s, began, pid in rows])
+    spent = slot_time(history, started_at=100.0, ended_at=160.0, slots=2)
+    assert spent == pytest.approx({
+        "before": 5.0 + 7.0,       # to a's start, to c's start
+        "setup": 1.0 + 1.0 + 1.0,  # a 105->106, b 128->129, c 107->108
+        "reports": 1.0 + 1.0,      # a 116->117, c 120->121
+        "between": 1.0,            # a's end 127 -> b's start 128
+        "last_wave": 11.0,         # worker 11 idle from 139 to the last epoch's end, 150
+        "after": 2 * 10.0,         # both slots from 150 to the driver's end, 160
+    })
+    epochs = history["epoch_time_s"].sum()
+    assert sum(spent.values()) + epochs == pytest.approx((160.0 - 100.0) * 2)
+    # another number of workers than slots, or an older history: no breakdown
+    assert all(math.isnan(v) for v in slot_time(history, 100.0, 160.0, slots=3).values())
+    old = history.drop(columns="finished_at")
+    assert all(math.isnan(v) for v in slot_time(old, 100.0, 160.0, slots=2).values())

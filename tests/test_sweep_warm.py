@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -137,3 +139,17 @@ def test_stopping_a_local_ray_stops_its_autoscaler_monitor_first(monkeypatch):
         assert monitor.wait(timeout=10) is not None
         assert ray.is_initialized()  # the rest of Ray still runs
     assert not ray.is_initialized()
+
+
+def test_a_new_local_ray_is_started_while_the_driver_imports_ray_tune():
+    """A fresh driver process: by the time ray.init returns, Ray Tune and the analysis behind
+    the closing table are imported (a thread imported them while Ray started)."""
+    code = ("import sys\n"
+            "from forest_seg.sweep.local_ray import local_ray\n"
+            "with local_ray(num_cpus=1):\n"
+            "    print('ray.tune' in sys.modules, 'forest_seg.analysis' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=180, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True"]

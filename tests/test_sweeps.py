@@ -85,6 +85,17 @@ def test_zero_seeds_is_an_error(study_configs):
 
 
 @pytest.mark.slow
+def test_the_grid_driver_imports_neither_torch_nor_scipy_before_it_starts_ray():
+    """Its module imports are what stands between ``python sweeps/grid.py`` and Ray's start
+    (the analysis, with pandas and scipy, comes later, while Ray starts)."""
+    code = ("import sys; sys.path.insert(0, 'sweeps'); import grid; "
+            "print(*(name in sys.modules for name in ('torch', 'scipy', 'forest_seg.analysis')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "False", "False"]
+
+
 def test_grid_smoke_test_writes_results_and_history(tmp_path):
     done = run_driver("grid.py", "--smoke-test", "--storage-path", tmp_path, "--name", "smoke",
                       prefix=TORCH_WATCH)

@@ -21,7 +21,7 @@ from forest_seg.points import IGNORE_INDEX, SparsePoints
 from forest_seg.synthetic import make_synthetic_dataset
 from forest_seg.train import fit, trainable
 
-TIMING_KEYS = {"epoch_time_s", "images_per_s", "data_time_s"}
+TIMING_KEYS = {"epoch_time_s", "finished_at", "images_per_s", "data_time_s"}
 REPORTED_KEYS = {
     "epoch", "train_loss", "val_loss", "val_iou", "val_miou", "val_dice", "val_precision",
     "val_recall", "val_accuracy", "lr", "epoch_time_s", "images_per_s", "data_time_s",

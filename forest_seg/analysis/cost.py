@@ -1,21 +1,9 @@
-"""What labels cost: an explicit annotation cost model, and the cheapest labelling whose mIoU
-is within ``delta`` of the best.
-
-The cost model (:class:`CostModel`) prices a training tile's labels: ``points`` clicks cost
-``points * seconds_per_point``; a dense mask (``points == 0``) costs ``seconds_per_mask``.
-A trial's labelling hours are its training tiles times that, over 3600 (the ``train_tiles``
-column a trial reports; without it hours are NaN and labellings rank by cost per tile, which
-is the same order when every labelling trained on the same tiles).
-
-Defaults and their sources (change them with ``sweeps/analyze.py --seconds-per-point`` /
-``--seconds-per-mask``; measure your own annotators when you can):
-
-- ``seconds_per_mask = 239.7``: a full per-pixel mask of a PASCAL VOC image (Bearman et al.,
-  "What's the point", ECCV 2016). A two-class forest tile may be faster to paint; a tile with
-  a ragged forest edge may be slower.
-- ``seconds_per_point = 2.0``: an assumption, one click plus a forest / non-forest choice. The
-  same study reports 22.1 s per image for one point per class present, which includes finding
-  the classes among twenty, so it bounds a two-class click from above.
+"""What labels buy: the cheapest labelling whose mIoU is within ``delta`` of the best, priced by
+the annotation cost model of :mod:`forest_seg.labelling_cost` (:class:`CostModel`, its
+defaults and their sources). A trial's labelling hours are its training tiles times the cost
+of one tile's labels, over 3600 (the ``train_tiles`` column a trial reports; without it hours
+are NaN and labellings rank by cost per tile, which is the same order when every labelling
+trained on the same tiles).
 
 :func:`labelling_verdict` compares the labellings (point counts and dense) of one group of the
 other config columns, paired by seed (same seed = same tiles and split), on headline
@@ -38,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from forest_seg.analysis.load import config_label, format_value, norm_value, varying_columns
+from forest_seg.analysis.load import config_label, norm_value, varying_columns
 from forest_seg.analysis.pairs import by_seed, paired_differences
 from forest_seg.analysis.stats import (
     ALPHA,
@@ -51,11 +39,15 @@ from forest_seg.analysis.stats import (
     unique_trials,
 )
 from forest_seg.errors import ConfigError
+from forest_seg.labelling_cost import (  # noqa: F401 - the cost model, used with its analysis
+    DEFAULT_DELTA,
+    SECONDS_PER_MASK,
+    SECONDS_PER_POINT,
+    CostModel,
+    labelling_name,
+)
 from forest_seg.results import TRAIN_TILES
 
-SECONDS_PER_POINT = 2.0
-SECONDS_PER_MASK = 239.7
-DEFAULT_DELTA = 0.02
 POWER = 0.8
 MAX_SEEDS_ESTIMATE = 1000
 COST_COLUMNS = ("label_seconds_per_tile", "label_hours")
@@ -63,46 +55,6 @@ COST_COLUMNS = ("label_seconds_per_tile", "label_hours")
 BASELINE_MEANS = {"colour_table_mean": "baseline_colour_miou",
                   "all_forest_mean": "baseline_all_forest_miou"}
 BEST, WITHIN, BEYOND, OPEN = "best", "within delta", "worse by more than delta", "not resolved"
-
-
-@dataclass(frozen=True)
-class CostModel:
-    """Seconds of annotation per point click and per dense mask of one tile."""
-
-    seconds_per_point: float = SECONDS_PER_POINT
-    seconds_per_mask: float = SECONDS_PER_MASK
-
-    def __post_init__(self) -> None:
-        for name in ("seconds_per_point", "seconds_per_mask"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"invalid --{name.replace('_', '-')} {value!r}: expected a "
-                                  "positive number of seconds")
-
-    def seconds_per_tile(self, points: float) -> float:
-        """Labelling seconds of one tile with ``points`` clicks (0 = a dense mask)."""
-        points = norm_value(points)
-        if points == DENSE_POINTS:
-            return float(self.seconds_per_mask)
-        return float(points) * self.seconds_per_point
-
-    def hours(self, points: float, tiles: float) -> float:
-        """Labelling hours of ``tiles`` training tiles with ``points`` clicks each."""
-        return self.seconds_per_tile(points) * float(tiles) / 3600.0
-
-    def tiles_for(self, hours: float, points: float) -> int:
-        """How many tiles ``hours`` of labelling buy with ``points`` clicks each (rounded
-        down: a budget is never overspent)."""
-        if not (math.isfinite(hours) and hours > 0):
-            raise ConfigError(f"invalid --budget-hours {hours!r}: expected a positive number")
-        # the epsilon keeps an exact fit (e.g. 1 h of 100 s tiles = 36) from rounding down
-        return math.floor(hours * 3600.0 / self.seconds_per_tile(points) + 1e-9)
-
-
-def labelling_name(points: float) -> str:
-    """``dense`` for points 0, else ``<n> points``."""
-    points = norm_value(points)
-    return "dense" if points == DENSE_POINTS else f"{format_value(points)} points"
 
 
 def with_label_costs(trials: pd.DataFrame, model: CostModel) -> pd.DataFrame:

@@ -10,6 +10,10 @@
   would wait for new processes to start and import torch. A local Ray's workers inherit the
   driver's environment, so :func:`local_trial_actors` puts those variables there, before
   Ray starts, and has Ray Tune create its trial actors with an empty runtime environment.
+- **The driver's imports while Ray starts.** Ray's start takes a few seconds, most of them
+  waiting for its processes, with a core to spare; the driver imports what it needs next
+  (:data:`DRIVER_MODULES`: Ray Tune, the sweep's callbacks, pandas and scipy for the closing
+  table) in a thread meanwhile, rather than while the workers import the trial code.
 - **A quick stop.** :func:`stop_local_ray` stops Ray's autoscaler monitor before
   ``ray.shutdown()``, which stops it last: by then the GCS it reports its exit to is gone, and
   Ray waits a second for it before it kills it.
@@ -19,12 +23,21 @@ A joined cluster is left alone: its workers start from their own node's environm
 
 from __future__ import annotations
 
+import importlib
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 WORKER_PRELOAD = "forest_seg.worker_preload"
+# what the driver imports next: Ray Tune, the loggers Tune counts its callbacks against (its
+# usage telemetry imports their modules, MLflow's with mlflow when that is installed), the
+# sweep's callbacks and the analysis behind the closing table (pandas, scipy)
+DRIVER_MODULES = ("ray.tune", "ray.air.integrations.mlflow", "ray.air.integrations.wandb",
+                  "ray.air.integrations.comet", "ray.tune.logger.aim",
+                  "forest_seg.sweep.callbacks", "forest_seg.sweep.progress",
+                  "forest_seg.sweep.tracking", "forest_seg.analysis")
 OBJECT_STORE_BYTES = 256 * 1024**2  # a sweep passes configs and results, not tensors
 
 
@@ -88,16 +101,31 @@ def init_options(num_cpus: int | None = None) -> dict[str, Any]:
 @contextmanager
 def local_ray(num_cpus: int | None = None) -> Iterator[None]:
     """A new local Ray (:func:`init_options`) whose trial actors land on its warm workers
-    (:func:`local_trial_actors`), stopped with :func:`stop_local_ray` on leaving."""
+    (:func:`local_trial_actors`), started while a thread imports the driver's next modules
+    (:func:`import_driver_modules`), stopped with :func:`stop_local_ray` on leaving."""
     import ray
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     with local_trial_actors():
+        imports = threading.Thread(target=import_driver_modules, name="driver-imports",
+                                   daemon=True)
+        imports.start()
         ray.init(**init_options(num_cpus))
+        imports.join()
         try:
             yield
         finally:
             stop_local_ray()
+
+
+def import_driver_modules() -> None:
+    """Import :data:`DRIVER_MODULES`; one that is missing (an optional integration) or fails
+    is left to the code that needs it, which raises its error then."""
+    for name in DRIVER_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - imported again, with its traceback, where used
+            continue
 
 
 def stop_autoscaler_monitor() -> bool:
