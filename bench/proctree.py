@@ -76,7 +76,8 @@ def descendants(stats: dict[int, ProcStat], root: int) -> set[int]:
     return found & (set(stats) | {root})
 
 
-def _snapshot() -> dict[int, ProcStat]:
+def process_stats() -> dict[int, ProcStat]:
+    """Every process of this machine now, by pid, from ``/proc/<pid>/stat``."""
     stats = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -88,7 +89,9 @@ def _snapshot() -> dict[int, ProcStat]:
     return stats
 
 
-def _cmdline(pid: int) -> str:
+def command_line(pid: int) -> str:
+    """The command line of ``pid`` (as Ray renames its workers: ``ray::IDLE``...); "" once it
+    has exited."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
             errors="replace").strip()
@@ -127,13 +130,13 @@ class TreeSampler:
             return
         import time
 
-        stats = _snapshot()
+        stats = process_stats()
         cpu = {}
         for pid in descendants(stats, self.root_pid):
             if pid not in stats:
                 continue
             st = stats[pid]
-            cmdline = _cmdline(pid)
+            cmdline = command_line(pid)
             if cmdline or pid not in self.roles:  # an exiting process has no command line
                 self.roles[pid] = role(cmdline, st.comm, pid == self.root_pid)
             cpu[pid] = st.cpu_s

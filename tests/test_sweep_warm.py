@@ -10,11 +10,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from bench.proctree import command_line, descendants, process_stats
 from forest_seg import data as data_module
 from forest_seg.cache import cache_dir
 from forest_seg.config import TrainConfig
@@ -42,33 +42,12 @@ def test_the_driver_decodes_every_dataset_and_size_its_trials_use(tmp_path):
     assert data_module.TILE_CACHE_EVENTS["decoded"] - before == 4
 
 
-def ray_worker_pids() -> set[int]:
-    """The Ray worker processes (``ray::...``) below this process, from /proc."""
-    children: dict[int, list[int]] = {}
-    names: dict[int, bytes] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            names[int(entry.name)] = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(stat[1]), []).append(int(entry.name))
-    below, todo = set(), [os.getpid()]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            below.add(child)
-            todo.append(child)
-    return {pid for pid in below if names.get(pid, b"").startswith(b"ray::")}
-
-
 def prestarted_workers(count: int, timeout_s: float = 60.0) -> set[int]:
     """The ``count`` idle workers a new local Ray starts by itself (waits for them)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        idle = {pid for pid in ray_worker_pids()
-                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::IDLE")}
+        below = descendants(process_stats(), os.getpid())
+        idle = {pid for pid in below if command_line(pid).startswith("ray::IDLE")}
         if len(idle) >= count:
             return idle
         time.sleep(0.2)
