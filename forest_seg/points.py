@@ -197,16 +197,13 @@ _STRATEGIES: dict[str, Strategy] = {
     "spread": _spread,
     "boundary": _boundary,
 }
-_REGISTRY: dict[str, Strategy] = {}
 
 
 def strategies() -> dict[str, Strategy]:
     """Every strategy by name: the built-ins, then the ``STRATEGIES`` of each
     ``forest_seg.points_*`` module (see the module docstring and
     :mod:`forest_seg.strategy_registry`, which names them without importing torch)."""
-    if not _REGISTRY:
-        _REGISTRY.update({**_STRATEGIES, **registry.plugin_strategies()})
-    return _REGISTRY
+    return {**_STRATEGIES, **registry.plugin_strategies()}
 
 
 def __getattr__(name: str) -> tuple[str, ...]:

@@ -574,7 +574,6 @@ def test_a_points_module_adds_its_strategies(monkeypatch):
     module = types.ModuleType("forest_seg.points_corner")
     module.STRATEGIES = {"corner": corner}
     monkeypatch.setitem(sys.modules, "forest_seg.points_corner", module)
-    monkeypatch.setattr(points, "_REGISTRY", {})
     monkeypatch.setattr(strategy_registry, "_PLUGINS", None)
     found = [pkgutil.ModuleInfo(None, name, False) for name in ("points_spatial", "points_corner")]
     monkeypatch.setattr(strategy_registry.pkgutil, "iter_modules", lambda path: found)
